@@ -1,0 +1,32 @@
+# Bootstraps a virtualenv from nothing (python3 with venv and pip is all it needs).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test typecheck bench clean
+
+$(BIN)/invoicesync: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/invoicesync
+
+## demo: plan and apply specs/ against the embedded sandbox (no account, no key)
+demo: install
+	$(BIN)/invoicesync plan
+	$(BIN)/invoicesync apply --auto-approve
+
+## test: the whole test suite
+test: install
+	$(BIN)/python -m pytest
+
+typecheck: install
+	$(BIN)/python -m mypy
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) state/*.json state/*.journal state/*.lock state/*.backup

@@ -1,0 +1,153 @@
+"""The exception hierarchy; str(exc) of every class is what the user reads.
+
+    InvoiceSyncError            base; caught by the CLI, printed as "Error: <str>", exit 1
+    +-- UsageError              bad flags or arguments
+    +-- ConfigError             invoicesync.toml / [tool.invoicesync], environments, missing API key
+    +-- SpecError               one located problem in a spec file
+    +-- SpecErrors              every spec problem of a run, reported together
+    +-- StateError              unreadable, corrupt or too-new state file, journal problems
+    |   +-- LockError           the state lock is held by another run
+    +-- PlanError               a plan that must not be carried out (prevent_destroy, stale saved plan)
+    +-- ApiError                Campfire answered with an error status (carries status and body)
+    |   +-- ApiConnectionError  no usable answer: connect/read timeout, reset, dropped connection
+    +-- ApplyError              an apply finished with some actions failed (successes are kept)
+
+No module here does IO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class InvoiceSyncError(Exception):
+    """Base class; str(exc) is shown to the user unchanged."""
+
+
+class UsageError(InvoiceSyncError):
+    """The command line itself is wrong (unknown flag, missing argument)."""
+
+
+class ConfigError(InvoiceSyncError):
+    """The workspace configuration is wrong or incomplete."""
+
+
+@dataclass(frozen=True)
+class SourceLocation:
+    """Where something was written: a file (relative to the workspace when possible) and a 1-based line."""
+
+    file: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+class SpecError(InvoiceSyncError):
+    """One problem in a spec file, located as precisely as is known.
+
+    Renders as ``specs/acme.yaml.j2:14: invoice "acme-2025-07": lines[0].rate: Input should be a valid decimal``;
+    the address and field parts are left out when unknown.
+    """
+
+    def __init__(
+        self,
+        where: SourceLocation,
+        problem: str,
+        *,
+        address: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.where = where
+        self.problem = problem
+        self.address = address
+        self.field = field
+        parts = [str(where)]
+        if address is not None:
+            parts.append(f'invoice "{address}"')
+        if field:
+            parts.append(field)
+        parts.append(problem)
+        super().__init__(": ".join(parts))
+
+
+class SpecErrors(InvoiceSyncError):
+    """All spec problems found in one run; each is one line of the message."""
+
+    def __init__(self, errors: Sequence[SpecError]) -> None:
+        self.errors = list(errors)
+        n = len(self.errors)
+        lines = [str(e) for e in self.errors]
+        lines.append(f"{n} error{'s' if n != 1 else ''} in spec files.")
+        super().__init__("\n".join(lines))
+
+
+class StateError(InvoiceSyncError):
+    """The state file or journal cannot be read or written safely."""
+
+
+class LockError(StateError):
+    """Another run holds the state lock."""
+
+
+class PlanError(InvoiceSyncError):
+    """The plan must not be carried out as it stands."""
+
+
+class ApiError(InvoiceSyncError):
+    """Campfire answered a request with an error status.
+
+    ``field_errors`` flattens a DRF error body into ``(path, message)`` pairs such as
+    ``("lines[0].product", 'Invalid pk "999" - object does not exist.')``; ``path`` is ``""`` for
+    ``detail``/``error``/``non_field_errors`` messages. The API key is never part of the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        body: Any = None,
+    ) -> None:
+        self.status = status
+        self.method = method
+        self.path = path
+        self.body = body
+        self.field_errors: list[tuple[str, str]] = flatten_drf_errors(body) if body is not None else []
+        super().__init__(message)
+
+
+class ApiConnectionError(ApiError):
+    """No usable answer: the request may or may not have reached Campfire."""
+
+
+class ApplyError(InvoiceSyncError):
+    """An apply finished with failures; every success was recorded."""
+
+
+def flatten_drf_errors(body: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Flatten a Django REST Framework error body into (field path, message) pairs.
+
+    ``{"lines": [{}, {"amount": ["bad"]}], "detail": "x"}`` -> ``[("lines[1].amount", "bad"), ("", "x")]``.
+    """
+    out: list[tuple[str, str]] = []
+    if isinstance(body, dict):
+        for key, value in body.items():
+            if key in ("detail", "error", "non_field_errors") and not prefix:
+                sub = ""
+            else:
+                sub = f"{prefix}.{key}" if prefix else str(key)
+            out.extend(flatten_drf_errors(value, sub))
+    elif isinstance(body, list):
+        if all(isinstance(v, str) for v in body):
+            out.extend((prefix, v) for v in body)
+        else:
+            for i, value in enumerate(body):
+                out.extend(flatten_drf_errors(value, f"{prefix}[{i}]"))
+    elif body is not None and body != "":
+        out.append((prefix, str(body)))
+    return out

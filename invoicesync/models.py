@@ -1,0 +1,414 @@
+"""Pydantic models of Campfire's Create Invoice body and response, and the plain types around them.
+
+Owns: ``InvoiceBody``/``InvoiceLine`` (every writable field of the seed page's Create Invoice body, with
+its type, enum, maximum length and range; line fields from Campfire's OpenAPI ``AccountingInvoiceLine``),
+``RemoteSnapshot`` (what the state keeps of an invoice as Campfire last showed it), ``DesiredInvoice`` and
+``Lifecycle`` (what a spec declares), the canonical wire form of a body and its digest, and JSON
+encoding that keeps money as ``Decimal`` (numbers on the wire, never floats).
+
+Never does IO.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+import simplejson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from invoicesync.errors import SourceLocation
+
+# --- enums -----------------------------------------------------------------------------------------
+
+
+class Terms(str, Enum):
+    """Payment terms (seed page, ``terms``)."""
+
+    custom = "custom"
+    net_5 = "net_5"
+    net_7 = "net_7"
+    net_10 = "net_10"
+    net_15 = "net_15"
+    net_20 = "net_20"
+    net_30 = "net_30"
+    net_40 = "net_40"
+    net_45 = "net_45"
+    net_60 = "net_60"
+    net_90 = "net_90"
+    net_105 = "net_105"
+    net_120 = "net_120"
+    due_on_receipt = "due_on_receipt"
+
+
+class PaymentStatus(str, Enum):
+    """Payment status (seed page, ``payment_status``)."""
+
+    open = "open"
+    sent = "sent"
+    partial = "partial"
+    paid = "paid"
+    uncollectible = "uncollectible"
+    voided = "voided"
+
+
+# --- field types -----------------------------------------------------------------------------------
+
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DATE_FORMAT_MESSAGE = "Date has wrong format. Use one of these formats instead: YYYY-MM-DD."
+
+
+def _parse_date(value: Any) -> Any:
+    """Accept a ``date`` (not a datetime) or a ``YYYY-MM-DD`` string, as DRF's DateField does."""
+    if isinstance(value, dt.datetime):
+        raise ValueError(DATE_FORMAT_MESSAGE)
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str) and _DATE_RE.match(value):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(DATE_FORMAT_MESSAGE)
+
+
+def _empty_to_none(value: Any) -> Any:
+    """DRF turns an empty string into None for relational (id) fields."""
+    return None if value == "" else value
+
+
+def _reject_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("A valid number is required.")
+    return value
+
+
+Date = Annotated[dt.date, BeforeValidator(_parse_date)]
+Id = Annotated[int, Field(ge=1), BeforeValidator(_reject_bool)]
+OptId = Annotated[int | None, Field(ge=1), BeforeValidator(_reject_bool), BeforeValidator(_empty_to_none)]
+
+
+def _money(bound: int) -> Any:
+    """A Decimal in the open interval (-bound, bound), as the schema's "Required range"."""
+    return Annotated[Decimal, Field(gt=-bound, lt=bound, allow_inf_nan=False), BeforeValidator(_reject_bool)]
+
+
+Money18 = _money(10**18)
+Rate14 = _money(10**14)
+Quantity16 = _money(10**16)
+LineRate13 = _money(10**13)
+Percent3 = _money(1000)
+
+
+def _str(max_length: int | None = None) -> Any:
+    return Annotated[str, Field(max_length=max_length)]
+
+
+# --- the Create Invoice body -----------------------------------------------------------------------
+
+
+class InvoiceLine(BaseModel):
+    """One invoice line, the writable fields of ``AccountingInvoiceLine``."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, frozen=True)
+
+    product: OptId = None
+    product_bundle: OptId = None
+    description: str | None = None
+    service_date: Date | None = None
+    quantity: Quantity16 | None = None
+    rate: LineRate13 | None = None
+    amount: Money18 | None = None
+    tax: Money18 | None = None
+    tax_description: _str(250) | None = None
+    currency: _str(3) | None = None
+    entity_use_code: _str(25) | None = None
+    discount: Money18 | None = None
+    discount_percentage: Percent3 | None = None
+    discount_amount: Money18 | None = None
+
+
+class InvoiceBody(BaseModel):
+    """The Create Invoice request body: every writable field of the seed page, with its constraints.
+
+    Read-only fields of the seed's example request (``entity_name``, ``client_name``, ...) are not
+    part of the body; the sandbox ignores them as DRF does, and spec files reject them as unknown.
+    """
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, frozen=True)
+
+    # required by the API (due_date is derived by specs when absent)
+    lines: list[InvoiceLine] = Field(min_length=1)
+    invoice_date: Date
+    due_date: Date
+    entity: Id
+    # parties and references
+    client: OptId = None
+    contract: OptId = None
+    invoice_number: str | None = None
+    ref_number: _str(120) | None = None
+    purchase_order_number: _str(120) | None = None
+    terms: Terms | None = None
+    currency: _str(3) | None = None
+    exchange_rate: Rate14 | None = None
+    exchange_rate_book: Rate14 | None = None
+    discount: Money18 | None = None
+    # dates
+    item_date: Date | None = None
+    shipping_date: Date | None = None
+    paid_date: Date | None = None
+    uncollectible_date: Date | None = None
+    sent_date: Date | None = None
+    period_start: Date | None = None
+    period_end: Date | None = None
+    voided_date: Date | None = None
+    auto_send_invoice_at: Date | None = None
+    auto_sent_at: Date | None = None
+    last_sent_at: dt.datetime | None = None
+    # text
+    billing_address: str | None = None
+    shipping_address: str | None = None
+    location_of_sale: str | None = None
+    message_on_invoice: str | None = None
+    warning_message: str | None = None
+    vat_number: _str(250) | None = None
+    department_name: str | None = None
+    # status and flags
+    payment_status: PaymentStatus | None = None
+    auto_send_invoice: bool | None = None
+    use_stripe_auto_bill: bool | None = None
+    reminder_sent_dates: Any = None
+    # integrations
+    source: _str(250) | None = None
+    source_id: str | None = None
+    integration_id: _str(250) | None = None
+    integration_context: Any = None
+    stripe_payment_link_id: _str(500) | None = None
+    stripe_payment_intent_id: _str(500) | None = None
+    stripe_invoice_id: _str(500) | None = None
+    stripe_pdf_url: _str(500) | None = None
+    stripe_payment_link: _str(500) | None = None
+    # related ids
+    revenue_transactions: list[Id] | None = None
+    tags: list[Id] | None = None
+    department: OptId = None
+    migrated_journal_id: OptId = None
+    bad_debt_journal_entry: OptId = None
+    journal_entry: OptId = None
+    voided_journal_entry: OptId = None
+    entity_transfer_journal_entry: OptId = None
+    avalara_connection: OptId = None
+    sphere_connection: OptId = None
+    anrok_connection: OptId = None
+    tax_rate: OptId = None
+    stripe_connection: OptId = None
+    source_file: OptId = None
+
+
+BODY_FIELDS: frozenset[str] = frozenset(InvoiceBody.model_fields)
+LINE_FIELDS: frozenset[str] = frozenset(InvoiceLine.model_fields)
+MONEY_FIELDS: frozenset[str] = frozenset({"exchange_rate", "exchange_rate_book", "discount"})
+LINE_MONEY_FIELDS: frozenset[str] = frozenset(
+    {"quantity", "rate", "amount", "tax", "discount", "discount_percentage", "discount_amount"}
+)
+
+# --- canonical wire form ---------------------------------------------------------------------------
+
+
+def canonical_decimal(value: Decimal) -> Decimal:
+    """One spelling per value: ``50.00`` -> ``50``, ``0.30`` -> ``0.3``, ``-0`` -> ``0``."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1)) + Decimal(0)
+    return value.normalize()
+
+
+def _wire_value(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return canonical_decimal(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _wire_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_wire_value(v) for v in value]
+    return value
+
+
+def to_wire(body: InvoiceBody) -> dict[str, Any]:
+    """The body as sent to Campfire: unset/None fields dropped, dates as ISO strings, money as canonical Decimal."""
+    raw = body.model_dump(exclude_none=True)
+    wire: dict[str, Any] = _wire_value(raw)
+    return wire
+
+
+def dumps_json(obj: Any, *, pretty: bool = False) -> str:
+    """JSON text with ``Decimal`` written as a JSON number (never via float)."""
+    if pretty:
+        return simplejson.dumps(obj, use_decimal=True, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    return simplejson.dumps(obj, use_decimal=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted, compact JSON: the input of every digest."""
+    return simplejson.dumps(obj, use_decimal=True, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads_json(text: str | bytes) -> Any:
+    """Parse JSON with every non-integer number read as ``Decimal``."""
+    return simplejson.loads(text, use_decimal=True)
+
+
+def body_digest(wire: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` of the canonical JSON of a wire body."""
+    return "sha256:" + hashlib.sha256(canonical_json(wire).encode()).hexdigest()
+
+
+def line_amount(line: Mapping[str, Any]) -> Decimal:
+    """A wire line's amount: its ``amount``, else ``quantity`` x ``rate`` (quantity defaults to 1)."""
+    if line.get("amount") is not None:
+        return Decimal(line["amount"])
+    rate = line.get("rate")
+    if rate is None:
+        return Decimal(0)
+    quantity = line.get("quantity")
+    return Decimal(1 if quantity is None else quantity) * Decimal(rate)
+
+
+def invoice_total(wire: Mapping[str, Any]) -> Decimal:
+    """What Campfire computes as ``total_amount``: lines' amount plus tax, less the invoice discount."""
+    total = Decimal(0)
+    for line in wire.get("lines", ()):
+        total += line_amount(line) + Decimal(line.get("tax") or 0)
+    total -= Decimal(wire.get("discount") or 0)
+    return total
+
+
+# --- what specs declare ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """Spec-only settings, never sent to the API."""
+
+    prevent_destroy: bool = False
+    on_remove: Literal["void", "delete", "forget"] = "void"
+
+
+@dataclass(frozen=True)
+class DesiredInvoice:
+    """One invoice as the specs declare it, validated and with derived fields filled in.
+
+    ``wire`` is ``to_wire(body)`` with ``source``/``source_id`` *not* added (apply adds them at create
+    time, since they depend on the state's lineage); ``digest`` is ``body_digest(wire)``.
+    """
+
+    address: str
+    body: InvoiceBody
+    wire: Mapping[str, Any]
+    digest: str
+    location: SourceLocation
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+
+    @property
+    def currency(self) -> str:
+        """The invoice currency ('USD' when the spec does not say; Campfire defaults to the entity's)."""
+        return str(self.wire.get("currency") or "USD")
+
+    @property
+    def total(self) -> Decimal:
+        """The invoice total this spec would produce."""
+        return invoice_total(self.wire)
+
+
+# --- what Campfire shows ---------------------------------------------------------------------------
+
+
+class RemoteSnapshot(BaseModel):
+    """What the state keeps of an invoice as Campfire last returned it (money as Decimal)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    status: str | None = None
+    payment_status: str | None = None
+    invoice_number: str | None = None
+    currency: str | None = None
+    total_amount: Decimal | None = None
+    amount_paid: Decimal | None = None
+    amount_due: Decimal | None = None
+    journal_entry: int | None = None
+    voided_date: str | None = None
+    last_modified_at: str | None = None
+
+    @classmethod
+    def from_response(cls, invoice: Mapping[str, Any]) -> RemoteSnapshot:
+        """Pick the snapshot fields out of a retrieve/list/create response."""
+        return cls.model_validate({k: invoice.get(k) for k in cls.model_fields})
+
+    @property
+    def locked_reason(self) -> str | None:
+        """Why Campfire's invoice may no longer be changed (paid, partly paid, voided), or None."""
+        status = (self.payment_status or self.status or "").lower()
+        if status in ("paid", "partial", "voided") or self.voided_date:
+            return {"partial": "partly paid"}.get(status, status or "voided")
+        return None
+
+
+def project_remote(invoice: Mapping[str, Any], like: Mapping[str, Any]) -> dict[str, Any]:
+    """A remote invoice cut down to the shape of a wire body ``like`` (same keys, same line keys).
+
+    Used to compare what Campfire holds now with the body last applied: values are canonicalised the
+    same way as ``to_wire`` (money as canonical Decimal, ids as int), and keys the remote lacks are
+    left out.
+    """
+    out: dict[str, Any] = {}
+    for key, want in like.items():
+        if key not in invoice:
+            continue
+        value = invoice[key]
+        if key == "lines" and isinstance(value, list) and isinstance(want, list):
+            lines = []
+            for i, line in enumerate(value):
+                shape = want[i] if i < len(want) else (want[-1] if want else {})
+                lines.append({k: _canon_remote(line.get(k), shape.get(k)) for k in shape if k in line})
+            out[key] = lines
+        else:
+            out[key] = _canon_remote(value, want)
+    return out
+
+
+def _canon_remote(value: Any, like: Any) -> Any:
+    if isinstance(like, Decimal) and isinstance(value, (int, float, str, Decimal)) and not isinstance(value, bool):
+        try:
+            return canonical_decimal(Decimal(str(value)))
+        except ArithmeticError:
+            return value
+    if isinstance(like, int) and not isinstance(like, bool) and isinstance(value, str) and value.isdigit():
+        return int(value)
+    if isinstance(value, Decimal):
+        return canonical_decimal(value)
+    return value
+
+
+SOURCE = "invoicesync"
+
+
+def with_source(wire: Mapping[str, Any], lineage: str, address: str) -> dict[str, Any]:
+    """The body to send: ``source``/``source_id`` marking added unless the spec set them itself.
+
+    ``source_id`` is ``<lineage>/<address>``, which is what a look-up matches to find an invoice whose
+    create response was lost.
+    """
+    body = dict(wire)
+    body.setdefault("source", SOURCE)
+    body.setdefault("source_id", f"{lineage}/{address}")
+    return body

@@ -1,0 +1,400 @@
+"""Carrying out a plan through Campfire, recording every outcome through the state journal as it lands.
+
+Owns: executing a ``Plan`` with bounded concurrency (creates exactly once, updates by PATCH after a
+look-up, removals per lifecycle), recovery of a journal left by an interrupted run (folding recorded
+outcomes, reconciling creates whose outcome is unknown), refresh (reading managed invoices back) and
+import (adopting an existing invoice). Never parses arguments or formats output: progress is reported
+through a callback of ``Outcome`` values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import fnmatch
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from invoicesync.client import CampfireClient, InvoiceLookup
+from invoicesync.errors import ApiConnectionError, ApiError, InvoiceSyncError, StateError
+from invoicesync.models import DesiredInvoice, RemoteSnapshot, body_digest, project_remote, with_source
+from invoicesync.plan import Action, ApplyResult, Change, Outcome, Plan
+from invoicesync.state import InvoiceRecord, Journal, LifecycleRecord, State, StateStore, fold_journal
+
+OutcomeCallback = Callable[[Outcome], None]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def idempotency_key(lineage: str, address: str, digest: str, replaces: int | None = None) -> str:
+    """The ``Idempotency-Key`` of one create: stable across retries and re-runs of the same change.
+
+    ``replaces`` (the id of the invoice a create supersedes) keeps a re-create after a replace or an
+    outside delete from replaying the first create's response.
+    """
+    raw = f"{lineage}\n{address}\n{digest}\n{replaces or ''}"
+    return "invoicesync-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+def _snapshot(invoice: Mapping[str, Any]) -> dict[str, Any]:
+    return RemoteSnapshot.from_response(invoice).model_dump()
+
+
+def _describe_api_error(exc: ApiError, change: Change) -> str:
+    """An API error said against the spec: address, spec location and the field paths Campfire named."""
+    where = f"{change.location}: " if change.location else ""
+    if exc.field_errors and exc.status == 400:
+        fields = "; ".join(f"{path}: {msg}" if path else msg for path, msg in exc.field_errors)
+        return f'{where}invoice "{change.address}": Campfire rejected it ({exc.status}): {fields}'
+    return f'{where}invoice "{change.address}": {exc}'
+
+
+@dataclass
+class _Run:
+    """One apply in progress: shared by the workers."""
+
+    plan: Plan
+    client: CampfireClient
+    journal: Journal
+    today: str
+    on_outcome: OutcomeCallback | None
+    stop: asyncio.Event
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    remotes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def report(self, outcome: Outcome) -> None:
+        self.outcomes[outcome.address] = outcome
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
+
+async def execute_plan(
+    plan: Plan,
+    *,
+    store: StateStore,
+    state: State,
+    client: CampfireClient,
+    parallelism: int = 8,
+    on_outcome: OutcomeCallback | None = None,
+    stop: asyncio.Event | None = None,
+    today: dt.date | None = None,
+) -> tuple[State, ApplyResult]:
+    """Carry out every actionable change of ``plan``; return the saved state and what happened.
+
+    Each result is appended to the journal (fsynced) the moment Campfire answers; at the end the
+    journal is folded into the state file, which is saved once, and removed. Setting ``stop`` stops
+    starting new changes; changes in flight finish (or are left as intents for the next run to
+    reconcile) and are recorded.
+    """
+    started = time.monotonic()
+    run = _Run(
+        plan=plan,
+        client=client,
+        journal=store.open_journal(),
+        today=(today or dt.date.today()).isoformat(),
+        on_outcome=on_outcome,
+        stop=stop or asyncio.Event(),
+    )
+    semaphore = asyncio.Semaphore(max(1, parallelism))
+    actionable = [c for c in plan.changes if c.action is not Action.NOOP]
+
+    async def worker(change: Change) -> None:
+        async with semaphore:
+            if run.stop.is_set():
+                run.report(Outcome(change.address, change.action, ok=False, skipped=True, message="not started: interrupted"))
+                return
+            await _carry_out(run, change, state)
+
+    try:
+        await asyncio.gather(*(worker(c) for c in actionable))
+    finally:
+        await run.journal.aclose()
+    new_state = _fold_and_save(store, state, plan)
+    outcomes = tuple(run.outcomes[c.address] for c in actionable if c.address in run.outcomes)
+    return new_state, ApplyResult(outcomes, interrupted=run.stop.is_set(), elapsed_seconds=time.monotonic() - started)
+
+
+def _fold_and_save(store: StateStore, state: State, plan: Plan) -> State:
+    records = store.read_journal()
+    folded, _pending = fold_journal(state, records)
+    # Lifecycle settings changed on their own (no body change) are recorded too.
+    for change in plan.changes:
+        if change.action is Action.NOOP and change.address in folded.invoices and change.lifecycle:
+            record = folded.invoices[change.address]
+            wanted = LifecycleRecord.model_validate(dict(change.lifecycle))
+            if record.lifecycle != wanted:
+                folded.invoices[change.address] = record.model_copy(update={"lifecycle": wanted})
+    saved = store.save(folded)
+    if not _pending:
+        store.remove_journal()
+    return saved
+
+
+async def _carry_out(run: _Run, change: Change, state: State) -> None:
+    try:
+        if change.blocked:
+            run.report(Outcome(change.address, change.action, ok=False, skipped=True, invoice_id=change.invoice_id, message=change.blocked))
+        elif change.action is Action.CREATE:
+            replaces = state.invoices[change.address].id if change.address in state.invoices else None
+            await _create(run, change, replaces)
+        elif change.action is Action.UPDATE:
+            await _update(run, change)
+        elif change.action is Action.REPLACE:
+            await _remove(run, change, "delete" if change.lifecycle.get("on_remove") == "delete" else "void", report=False)
+            await _create(run, change, change.invoice_id)
+        elif change.action is Action.VOID:
+            await _remove(run, change, "void")
+        elif change.action is Action.DELETE:
+            await _remove(run, change, "delete")
+        elif change.action is Action.FORGET:
+            await _remove(run, change, "forget")
+    except ApiConnectionError as exc:
+        note = " The create will be reconciled by the next run." if change.action in (Action.CREATE, Action.REPLACE) else ""
+        run.report(Outcome(change.address, change.action, ok=False, invoice_id=change.invoice_id, message=f"{exc}.{note}"))
+    except ApiError as exc:
+        run.report(Outcome(change.address, change.action, ok=False, invoice_id=change.invoice_id, message=_describe_api_error(exc, change)))
+
+
+async def _create(run: _Run, change: Change, replaces: int | None) -> None:
+    assert change.body is not None and change.digest is not None
+    body = dict(change.body)
+    lookup = InvoiceLookup.from_body(body)
+    key = idempotency_key(run.plan.lineage, change.address, change.digest, replaces)
+    await run.journal.append(
+        {
+            "op": "intent",
+            "address": change.address,
+            "digest": change.digest,
+            "idempotency_key": key,
+            "time": _now(),
+            "lookup": lookup.to_dict(),
+            "body": body,
+            "lifecycle": dict(change.lifecycle),
+            "replaces": replaces,
+        }
+    )
+    try:
+        result = await run.client.create_invoice(body, idempotency_key=key, lookup=lookup)
+    except ApiError as exc:
+        if not isinstance(exc, ApiConnectionError):
+            # Campfire refused it: nothing was created, so the intent is settled.
+            await run.journal.append({"op": "abandoned", "address": change.address, "digest": change.digest, "time": _now(), "reason": str(exc)})
+        raise
+    invoice = result.invoice
+    await run.journal.append(
+        {
+            "op": "created",
+            "address": change.address,
+            "id": invoice["id"],
+            "digest": change.digest,
+            "body": body,
+            "lifecycle": dict(change.lifecycle),
+            "remote": _snapshot(invoice),
+            "time": _now(),
+        }
+    )
+    note = "found after a lost response" if result.found_by_lookup else None
+    run.report(Outcome(change.address, change.action, ok=True, invoice_id=int(invoice["id"]), message=note))
+
+
+async def _update(run: _Run, change: Change) -> None:
+    assert change.invoice_id is not None and change.body is not None and change.patch is not None
+    current = await run.client.get_invoice(change.invoice_id)
+    if current is None:
+        run.report(Outcome(change.address, change.action, ok=False, invoice_id=change.invoice_id,
+                           message=f"invoice {change.invoice_id} no longer exists in Campfire; run plan again to create it anew"))
+        return
+    locked = RemoteSnapshot.from_response(current).locked_reason
+    if locked:
+        run.report(Outcome(change.address, change.action, ok=False, skipped=True, invoice_id=change.invoice_id,
+                           message=f"invoice {change.invoice_id} is {locked} in Campfire; it can no longer be changed"))
+        return
+    invoice = await run.client.update_invoice(change.invoice_id, dict(change.patch))
+    await run.journal.append(
+        {
+            "op": "updated",
+            "address": change.address,
+            "id": change.invoice_id,
+            "digest": change.digest,
+            "body": dict(change.body),
+            "lifecycle": dict(change.lifecycle),
+            "remote": _snapshot(invoice),
+            "time": _now(),
+        }
+    )
+    run.report(Outcome(change.address, change.action, ok=True, invoice_id=change.invoice_id))
+
+
+async def _remove(run: _Run, change: Change, how: str, *, report: bool = True) -> None:
+    invoice_id = change.invoice_id
+    if how == "void" and invoice_id is not None:
+        current = await run.client.get_invoice(invoice_id)
+        if current is not None and (RemoteSnapshot.from_response(current).locked_reason or "") != "voided":
+            await run.client.void_invoice(invoice_id, run.today)
+    elif how == "delete" and invoice_id is not None:
+        await run.client.delete_invoice(invoice_id)
+    await run.journal.append({"op": "removed", "address": change.address, "id": invoice_id, "time": _now()})
+    if report:
+        run.report(Outcome(change.address, change.action, ok=True, invoice_id=invoice_id))
+
+
+# --- recovery ----------------------------------------------------------------------------------------
+
+
+async def recover(
+    store: StateStore, state: State, client: CampfireClient | None, *, settle_seconds: float = 1.0
+) -> tuple[State, int]:
+    """Fold a journal left by an interrupted run into the state and reconcile its unresolved creates.
+
+    Returns the saved state and how many unresolved creates were found in Campfire. Without a client
+    (no API key), recorded outcomes are still folded in, but unresolved creates make this fail: they
+    cannot be settled without asking Campfire, and planning around them could create duplicates.
+    A create sent by a run killed a moment ago may still be in flight at Campfire, so look-ups wait
+    until each intent is at least ``settle_seconds`` old.
+    """
+    records = store.read_journal()
+    if not records:
+        if store.has_journal():
+            store.remove_journal()
+        return state, 0
+    folded, pending = fold_journal(state, records)
+    found = 0
+    if pending:
+        if client is None:
+            raise StateError(
+                f"{store.journal_path.name} holds {len(pending)} create(s) whose outcome is unknown; "
+                "they must be looked up in Campfire before anything else runs. Set the API key and run again."
+            )
+        youngest = min(_age_seconds(i.get("time")) for i in pending)
+        if youngest < settle_seconds:
+            await asyncio.sleep(settle_seconds - youngest)
+        results = await asyncio.gather(*(client.find_invoice(InvoiceLookup.from_dict(i["lookup"])) for i in pending))
+        now = _now()
+        for intent, invoice in zip(pending, results):
+            if invoice is None:
+                continue
+            found += 1
+            folded.invoices[intent["address"]] = InvoiceRecord(
+                id=int(invoice["id"]),
+                digest=intent["digest"],
+                body=intent["body"],
+                lifecycle=LifecycleRecord.model_validate(intent.get("lifecycle") or {}),
+                remote=RemoteSnapshot.from_response(invoice),
+                created_at=intent.get("time") or now,
+                updated_at=now,
+            )
+    saved = store.save(folded)
+    store.remove_journal()
+    return saved, found
+
+
+def _age_seconds(stamp: Any) -> float:
+    try:
+        when = dt.datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return float("inf")
+    return (dt.datetime.now(dt.timezone.utc) - when).total_seconds()
+
+
+# --- refresh -----------------------------------------------------------------------------------------
+
+
+async def refresh(
+    state: State, client: CampfireClient, *, addresses: Iterable[str] | None = None, parallelism: int = 8
+) -> dict[str, dict[str, Any] | None]:
+    """Read managed invoices back from Campfire: address -> invoice, or None where Campfire says 404."""
+    wanted = sorted(state.invoices if addresses is None else addresses)
+    semaphore = asyncio.Semaphore(max(1, parallelism))
+
+    async def one(address: str) -> tuple[str, dict[str, Any] | None]:
+        async with semaphore:
+            return address, await client.get_invoice(state.invoices[address].id)
+
+    pairs = await asyncio.gather(*(one(a) for a in wanted if a in state.invoices))
+    return dict(pairs)
+
+
+def with_remote_snapshots(state: State, remote: Mapping[str, Mapping[str, Any] | None]) -> State:
+    """A copy of ``state`` whose records carry the refreshed remote snapshots (404s keep the old one)."""
+    invoices = dict(state.invoices)
+    for address, invoice in remote.items():
+        if invoice is not None and address in invoices:
+            invoices[address] = invoices[address].model_copy(update={"remote": RemoteSnapshot.from_response(invoice)})
+    return state.model_copy(update={"invoices": invoices})
+
+
+# --- import ------------------------------------------------------------------------------------------
+
+
+async def find_for_import(
+    client: CampfireClient, desired: DesiredInvoice, *, invoice_id: int | None, invoice_number: str | None
+) -> dict[str, Any]:
+    """The invoice to adopt, by id or by invoice number, with a clear error when there is none."""
+    if invoice_id is not None:
+        invoice = await client.get_invoice(invoice_id)
+        if invoice is None:
+            raise InvoiceSyncError(f"Campfire has no invoice with id {invoice_id}.")
+        return invoice
+    assert invoice_number is not None
+    matches = [
+        inv
+        for inv in await client.list_invoices(invoice_number=invoice_number, limit=1000)
+        if inv.get("invoice_number") == invoice_number and not inv.get("is_deleted")
+    ]
+    if not matches:
+        raise InvoiceSyncError(f'Campfire has no invoice numbered "{invoice_number}".')
+    if len(matches) > 1:
+        ids = ", ".join(str(m["id"]) for m in matches)
+        raise InvoiceSyncError(
+            f'{len(matches)} invoices are numbered "{invoice_number}" (ids {ids}); import one by id: '
+            f"invoicesync import {desired.address} ID"
+        )
+    return matches[0]
+
+
+def adopt(state: State, desired: DesiredInvoice, invoice: Mapping[str, Any]) -> State:
+    """A copy of ``state`` managing ``invoice`` under ``desired.address``.
+
+    The recorded body is Campfire's invoice cut to the shape of the spec's body, so the next plan
+    shows exactly the fields where the spec and Campfire differ. ``source``/``source_id`` are taken
+    from the spec's body where Campfire has none: they only mark invoices this tool created.
+    """
+    invoice_id = int(invoice["id"])
+    for address, record in state.invoices.items():
+        if record.id == invoice_id and address != desired.address:
+            raise InvoiceSyncError(f'invoice {invoice_id} is already managed as "{address}"; use `invoicesync state mv` to rename it.')
+    if desired.address in state.invoices:
+        raise InvoiceSyncError(
+            f'"{desired.address}" already manages invoice {state.invoices[desired.address].id}; '
+            f"run `invoicesync state rm {desired.address}` first to adopt another."
+        )
+    like = with_source(desired.wire, state.lineage, desired.address)
+    body = project_remote(invoice, like)
+    for key in ("source", "source_id"):
+        if body.get(key) is None:
+            body[key] = like[key]
+    now = _now()
+    record = InvoiceRecord(
+        id=invoice_id,
+        digest=body_digest(body),
+        body=body,
+        lifecycle=LifecycleRecord(prevent_destroy=desired.lifecycle.prevent_destroy, on_remove=desired.lifecycle.on_remove),
+        remote=RemoteSnapshot.from_response(invoice),
+        created_at=now,
+        updated_at=now,
+    )
+    invoices = dict(state.invoices)
+    invoices[desired.address] = record
+    return state.model_copy(update={"invoices": invoices})
+
+
+def select(addresses: Sequence[str], patterns: Sequence[str]) -> list[str]:
+    """Addresses matching any glob pattern (all of them when there is no pattern)."""
+    if not patterns:
+        return list(addresses)
+    return [a for a in addresses if any(fnmatch.fnmatchcase(a, p) for p in patterns)]

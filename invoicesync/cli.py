@@ -1,0 +1,676 @@
+"""The command line: argument parsing, wiring, one small function per command, the one error handler.
+
+Exit codes: 0 success; 1 any error, usage errors included; 2 only for ``plan --detailed-exitcode``
+when the plan has changes. Decisions live in ``plan``/``apply``, text in ``render``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import traceback
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from invoicesync import __version__
+from invoicesync.apply import adopt, execute_plan, find_for_import, recover, refresh, with_remote_snapshots
+from invoicesync.client import CampfireClient
+from invoicesync.config import Settings, load_settings
+from invoicesync.errors import ConfigError, InvoiceSyncError, PlanError, UsageError
+from invoicesync.models import dumps_json, loads_json
+from invoicesync.plan import Action, Outcome, Plan, make_plan, plan_from_dict, plan_to_dict, specs_digest
+from invoicesync.render import render_apply_result, render_outcome, render_plan, render_show
+from invoicesync.specs import SpecSet, load_specs
+from invoicesync.state import State, StateStore, new_state
+
+F = TypeVar("F", bound=Callable[..., Any])
+SANDBOX_BASE_URL = "http://sandbox.invoicesync.invalid"
+
+
+# --- shared wiring -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    """The flags every workspace command takes."""
+
+    directory: Path | None
+    env: str | None
+    var: tuple[str, ...]
+    var_file: tuple[Path, ...]
+    json: bool
+    no_color: bool
+
+    def settings(self) -> Settings:
+        """The workspace settings these flags select."""
+        return load_settings(self.directory, environment=self.env)
+
+    def specs(self, settings: Settings) -> SpecSet:
+        """Every spec of the workspace, rendered and validated."""
+        return load_specs(settings, var_files=self.var_file, cli_vars=self.var)
+
+    @property
+    def color(self) -> bool:
+        """Colour only on a terminal, and never with --no-color or NO_COLOR."""
+        return not self.no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
+
+
+def _store(settings: Settings) -> StateStore:
+    return StateStore(settings.state_dir, settings.environment.name)
+
+
+@contextlib.asynccontextmanager
+async def _client(settings: Settings, *, required: bool) -> AsyncIterator[CampfireClient | None]:
+    """The Campfire client of the environment: the in-process sandbox, or HTTP with the API key."""
+    env = settings.environment
+    if env.endpoint == "sandbox":
+        # Only the CLI wires the sandbox in; planning and applying code never imports it.
+        from invoicesync.sandbox import DEFAULT_TOKEN, Sandbox
+
+        sandbox = Sandbox(data_file=settings.state_dir / f"{env.name}.sandbox.json")
+        async with CampfireClient(SANDBOX_BASE_URL, DEFAULT_TOKEN, transport=sandbox.transport()) as client:
+            yield client
+    elif settings.api_key:
+        async with CampfireClient(env.base_url, settings.api_key) as client:
+            yield client
+    elif required:
+        raise ConfigError(
+            f"{env.api_key_env} is not set: this command talks to Campfire ({env.base_url}) and needs an API key "
+            f"in that environment variable."
+        )
+    else:
+        yield None
+
+
+def _echo(text: str, *, err: bool = False) -> None:
+    if text:
+        click.echo(text.rstrip("\n"), err=err)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise InvoiceSyncError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def common_options(func: F) -> F:
+    """-e/--env, --var, --var-file, --json, --no-color."""
+    decorators = [
+        click.option("-e", "--env", "env", metavar="NAME", help="Environment from the workspace config."),
+        click.option("--var", "var", multiple=True, metavar="KEY=VALUE", help="Template variable (a YAML scalar); repeatable."),
+        click.option(
+            "--var-file", "var_file", multiple=True, metavar="FILE",
+            type=click.Path(dir_okay=False, path_type=Path), help="YAML file of template variables; repeatable.",
+        ),
+        click.option("--json", "json_", is_flag=True, help="Machine-readable output on stdout."),
+        click.option("--no-color", is_flag=True, help="No colour (also NO_COLOR)."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _options(ctx: click.Context, env: str | None, var: tuple[str, ...], var_file: tuple[Path, ...], json_: bool, no_color: bool) -> Options:
+    directory = ctx.obj.get("directory") if ctx.obj else None
+    return Options(directory=directory, env=env, var=var, var_file=var_file, json=json_, no_color=no_color)
+
+
+def _lock_timeout(value: float | None) -> float | None:
+    return value if value and value > 0 else None
+
+
+# --- the command tree ------------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path), metavar="DIR", help="Run in workspace DIR.")
+@click.version_option(__version__, prog_name="invoicesync")
+@click.pass_context
+def cli(ctx: click.Context, directory: Path | None) -> None:
+    """Terraform for Campfire invoices: declare them in specs, plan, apply exactly once."""
+    ctx.obj = {"directory": directory}
+
+
+@cli.command()
+@common_options
+@click.pass_context
+def validate(ctx: click.Context, **kw: Any) -> int:
+    """Render and validate every spec (no network, no state)."""
+    opts = _options(ctx, **kw)
+    settings = opts.settings()
+    specs = opts.specs(settings)
+    if opts.json:
+        _echo(dumps_json({"valid": True, "invoices": len(specs.invoices), "files": list(specs.files)}, pretty=True))
+    else:
+        n, f = len(specs.invoices), len(specs.files)
+        _echo(f"Valid: {n} invoice{'s' if n != 1 else ''} in {f} spec file{'s' if f != 1 else ''}.")
+    return 0
+
+
+def _plan_flags(func: F) -> F:
+    decorators = [
+        click.option("--refresh", "refresh_", type=click.BOOL, default=True, show_default=True, metavar="BOOL",
+                     help="Read managed invoices back from Campfire first (--refresh=false to skip)."),
+        click.option("--parallelism", type=click.IntRange(1, 256), default=8, show_default=True, help="Concurrent requests."),
+        click.option("--target", "targets", multiple=True, metavar="ADDRESS", help="Only these addresses (globs); repeatable."),
+        click.option("--replace", "replace", multiple=True, metavar="ADDRESS", help="Void and create anew (globs); repeatable."),
+        click.option("--lock-timeout", type=click.FloatRange(0), default=0, metavar="SECONDS", help="Wait this long for the state lock."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+async def _prepare(
+    settings: Settings,
+    store: StateStore,
+    specs: SpecSet,
+    *,
+    refresh_: bool,
+    parallelism: int,
+    targets: Sequence[str],
+    replace: Sequence[str],
+    client_required: bool,
+) -> tuple[Plan, State, dict[str, Any] | None, list[str]]:
+    """Recover, refresh and plan. Returns the plan, the state, the refresh results and notes for the user."""
+    notes: list[str] = []
+    async with _client(settings, required=client_required) as client:
+        state = store.load()
+        if store.has_journal():
+            state, found = await recover(store, state, client)
+            notes.append(f"Recovered an interrupted run's journal ({found} create(s) found in Campfire).")
+        remote: dict[str, Any] | None = None
+        if refresh_ and state.invoices:
+            if client is None:
+                notes.append(f"Not refreshed: {settings.environment.api_key_env} is not set; planning against the state as recorded.")
+            else:
+                from invoicesync.apply import select
+
+                addresses = select(sorted(state.invoices), list(targets) + list(replace)) if targets else None
+                remote = await refresh(state, client, addresses=addresses, parallelism=parallelism)
+    plan = make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None)
+    return plan, state, remote, notes
+
+
+@cli.command("plan")
+@common_options
+@_plan_flags
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE", help="Save the plan for `apply FILE`.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when the plan has changes, 0 when it has none.")
+@click.pass_context
+def plan_cmd(ctx: click.Context, refresh_: bool, parallelism: int, targets: tuple[str, ...], replace: tuple[str, ...],
+             lock_timeout: float, out: Path | None, fmt: str, detailed_exitcode: bool, **kw: Any) -> int:
+    """Validate, diff against the state (refreshed from Campfire), print the plan."""
+    opts = _options(ctx, **kw)
+    settings = opts.settings()
+    specs = opts.specs(settings)
+    store = _store(settings)
+    with store.lock("plan", _lock_timeout(lock_timeout)):
+        plan, _state, _remote, notes = asyncio.run(
+            _prepare(settings, store, specs, refresh_=refresh_, parallelism=parallelism, targets=targets,
+                     replace=replace, client_required=False)
+        )
+    for note in notes:
+        _echo(note, err=True)
+    fmt = "json" if opts.json else fmt
+    _echo(render_plan(plan, fmt, color=opts.color and fmt == "text"))  # type: ignore[arg-type]
+    if out is not None:
+        _write_atomically(out, dumps_json(plan_to_dict(plan), pretty=True))
+        if fmt == "text":
+            _echo(f"\nSaved the plan to {out}. Apply exactly this plan with: invoicesync apply {out}")
+    if detailed_exitcode and _has_changes(plan):
+        return 2
+    return 0
+
+
+def _has_changes(plan: Plan) -> bool:
+    return any(c.action is not Action.NOOP for c in plan.changes)
+
+
+def _confirm(auto_approve: bool) -> None:
+    if auto_approve:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "apply needs approval and there is no terminal to ask on: review the plan and pass --auto-approve, "
+            "or apply a saved plan (`invoicesync plan --out plan.json`, then `invoicesync apply plan.json`)."
+        )
+    click.echo("\nDo you want to perform these actions? Only 'yes' will be accepted.")
+    answer = click.prompt("  Enter a value", default="", show_default=False)
+    if answer.strip() != "yes":
+        raise InvoiceSyncError("Apply cancelled: nothing was changed.")
+
+
+def _load_saved_plan(path: Path) -> Plan:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlanError(f"cannot read the saved plan {path}: {exc.strerror or exc}") from exc
+    try:
+        data = loads_json(text)
+    except ValueError as exc:
+        raise PlanError(f"{path} is not a saved plan (not valid JSON: {exc})") from exc
+    return plan_from_dict(data)
+
+
+@cli.command("apply")
+@click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@common_options
+@_plan_flags
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def apply_cmd(ctx: click.Context, planfile: Path | None, refresh_: bool, parallelism: int, targets: tuple[str, ...],
+              replace: tuple[str, ...], lock_timeout: float, auto_approve: bool, **kw: Any) -> int:
+    """Plan (or load a saved plan), confirm, create/update/remove invoices, record each result."""
+    opts = _options(ctx, **kw)
+    settings = opts.settings()
+    specs = opts.specs(settings)
+    store = _store(settings)
+    saved = _load_saved_plan(planfile) if planfile is not None else None
+    with store.lock("apply", _lock_timeout(lock_timeout)):
+        return asyncio.run(
+            _apply_async(opts, settings, store, specs, saved, refresh_=refresh_, parallelism=parallelism,
+                         targets=targets, replace=replace, auto_approve=auto_approve)
+        )
+
+
+async def _apply_async(opts: Options, settings: Settings, store: StateStore, specs: SpecSet, saved: Plan | None, *,
+                       refresh_: bool, parallelism: int, targets: Sequence[str], replace: Sequence[str],
+                       auto_approve: bool) -> int:
+    async with _client(settings, required=True) as client:
+        assert client is not None
+        state = store.load()
+        if store.has_journal():
+            state, found = await recover(store, state, client)
+            _echo(f"Recovered an interrupted run's journal ({found} create(s) found in Campfire).", err=True)
+        if saved is not None:
+            plan = saved
+            _check_saved_plan(plan, settings, store, state, specs)
+            if not store.exists():
+                state = new_state(settings.environment.name, lineage=plan.lineage)
+            if not opts.json:
+                _echo(render_plan(plan, "text", color=opts.color))
+        else:
+            remote = None
+            if refresh_ and state.invoices:
+                from invoicesync.apply import select
+
+                addresses = select(sorted(state.invoices), list(targets) + list(replace)) if targets else None
+                remote = await refresh(state, client, addresses=addresses, parallelism=parallelism)
+                state = with_remote_snapshots(state, remote)
+            plan = make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None)
+            if not opts.json:
+                _echo(render_plan(plan, "text", color=opts.color))
+            if not _has_changes(plan):
+                if remote:
+                    store.save(state)
+                if opts.json:
+                    _echo(render_apply_result(_empty_result(), "json"))
+                return 0
+            _confirm(auto_approve)
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with _interrupts(loop, stop), _progress(opts, plan) as on_outcome:
+            _state, result = await execute_plan(plan, store=store, state=state, client=client,
+                                                parallelism=parallelism, on_outcome=on_outcome, stop=stop)
+    _echo(render_apply_result(result, "json" if opts.json else "text", color=opts.color))
+    if result.interrupted:
+        _echo("Interrupted: no new changes were started; every finished change is recorded.", err=True)
+    return 1 if result.failed or result.interrupted else 0
+
+
+def _empty_result() -> Any:
+    from invoicesync.plan import ApplyResult
+
+    return ApplyResult(outcomes=())
+
+
+def _check_saved_plan(plan: Plan, settings: Settings, store: StateStore, state: State, specs: SpecSet) -> None:
+    problems = []
+    if plan.environment != settings.environment.name:
+        problems.append(f'it was made for environment "{plan.environment}", not "{settings.environment.name}"')
+    if store.exists() and (plan.lineage != state.lineage or plan.serial != state.serial):
+        problems.append(
+            f"the state has moved on since (planned against serial {plan.serial}, now {state.serial}"
+            + (", another lineage" if plan.lineage != state.lineage else "") + ")"
+        )
+    if plan.specs_digest != specs_digest(specs.invoices):
+        problems.append("the specs (or the variables given) have changed since")
+    if problems:
+        raise PlanError("the saved plan is stale: " + "; ".join(problems) + ". Run `invoicesync plan --out FILE` again.")
+
+
+@contextlib.contextmanager
+def _interrupts(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Any:
+    """Ctrl-C (or SIGTERM) stops starting new changes; the ones in flight finish and are recorded."""
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+@contextlib.contextmanager
+def _progress(opts: Options, plan: Plan) -> Any:
+    """A progress bar on a terminal; one line per finished change otherwise (CI logs)."""
+    total = sum(1 for c in plan.changes if c.action is not Action.NOOP)
+    if opts.json:
+        yield None
+        return
+    if sys.stderr.isatty() and not opts.no_color:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("Applying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:
+            task = bar.add_task("apply", total=total)
+
+            def advance(outcome: Outcome) -> None:
+                bar.advance(task)
+                if not outcome.ok:
+                    bar.console.print(render_outcome(outcome, color=opts.color))
+
+            yield advance
+        return
+
+    def line(outcome: Outcome) -> None:
+        _echo(render_outcome(outcome, color=False))
+
+    yield line
+
+
+@cli.command()
+@click.argument("address", required=False)
+@common_options
+@click.pass_context
+def show(ctx: click.Context, address: str | None, **kw: Any) -> int:
+    """What the state holds, with money per currency (invoiced, paid, due)."""
+    opts = _options(ctx, **kw)
+    settings = opts.settings()
+    store = _store(settings)
+    state = _recovered_state(settings, store, lock_timeout=None)
+    _echo(render_show(state, address, "json" if opts.json else "text", color=opts.color))
+    return 0
+
+
+def _recovered_state(settings: Settings, store: StateStore, *, lock_timeout: float | None) -> State:
+    """The state, after folding in (and reconciling) any journal an interrupted run left."""
+    if not store.has_journal():
+        return store.load()
+
+    async def run() -> State:
+        async with _client(settings, required=False) as client:
+            state, _found = await recover(store, store.load(), client)
+            return state
+
+    with store.lock("recover", lock_timeout):
+        return asyncio.run(run())
+
+
+@cli.command("refresh")
+@common_options
+@click.option("--parallelism", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--lock-timeout", type=click.FloatRange(0), default=0, metavar="SECONDS")
+@click.pass_context
+def refresh_cmd(ctx: click.Context, parallelism: int, lock_timeout: float, **kw: Any) -> int:
+    """Read every managed invoice back and update the state's remote snapshots (changes nothing remote)."""
+    opts = _options(ctx, **kw)
+    settings = opts.settings()
+    store = _store(settings)
+
+    async def run() -> tuple[int, list[str]]:
+        async with _client(settings, required=True) as client:
+            assert client is not None
+            state = store.load()
+            if store.has_journal():
+                state, _ = await recover(store, state, client)
+            remote = await refresh(state, client, parallelism=parallelism)
+            store.save(with_remote_snapshots(state, remote))
+            return len(remote), sorted(a for a, inv in remote.items() if inv is None)
+
+    with store.lock("refresh", _lock_timeout(lock_timeout)):
+        count, missing = asyncio.run(run())
+    if opts.json:
+        _echo(dumps_json({"refreshed": count, "missing": missing}, pretty=True))
+    else:
+        _echo(f"Refreshed {count} invoice{'s' if count != 1 else ''}.")
+        for address in missing:
+            _echo(f"  {address}: no longer exists in Campfire (the next plan creates it again)")
+    return 0
+
+
+@cli.command("import")
+@click.argument("address")
+@click.argument("invoice_id", required=False, type=int)
+@click.option("--invoice-number", metavar="N", help="Find the invoice by its number instead of its id.")
+@common_options
+@click.option("--lock-timeout", type=click.FloatRange(0), default=0, metavar="SECONDS")
+@click.pass_context
+def import_cmd(ctx: click.Context, address: str, invoice_id: int | None, invoice_number: str | None,
+               lock_timeout: float, **kw: Any) -> int:
+    """Adopt an existing Campfire invoice for an address declared in the specs."""
+    if (invoice_id is None) == (invoice_number is None):
+        raise UsageError("import takes an invoice ID or --invoice-number N (one of them).")
+    opts = _options(ctx, **kw)
+    settings = opts.settings()
+    specs = opts.specs(settings)
+    desired = next((d for d in specs.invoices if d.address == address), None)
+    if desired is None:
+        raise InvoiceSyncError(f'"{address}" is not declared in the specs: declare it first, then import it.')
+    store = _store(settings)
+
+    async def run() -> int:
+        async with _client(settings, required=True) as client:
+            assert client is not None
+            state = store.load()
+            if store.has_journal():
+                state, _ = await recover(store, state, client)
+            invoice = await find_for_import(client, desired, invoice_id=invoice_id, invoice_number=invoice_number)
+            store.save(adopt(state, desired, invoice))
+            return int(invoice["id"])
+
+    with store.lock("import", _lock_timeout(lock_timeout)):
+        adopted = asyncio.run(run())
+    _echo(f'Imported invoice {adopted} as "{address}". Run `invoicesync plan` to see how it differs from the spec.')
+    return 0
+
+
+@cli.group("state")
+def state_group() -> None:
+    """State surgery: list, show, forget (rm) or rename (mv) without touching Campfire."""
+
+
+@state_group.command("list")
+@common_options
+@click.pass_context
+def state_list(ctx: click.Context, **kw: Any) -> int:
+    """Every address the state manages, with its invoice id."""
+    opts = _options(ctx.find_root(), **kw)
+    settings = opts.settings()
+    state = _recovered_state(settings, _store(settings), lock_timeout=None)
+    if opts.json:
+        _echo(dumps_json({a: r.id for a, r in sorted(state.invoices.items())}, pretty=True))
+    else:
+        for address, record in sorted(state.invoices.items()):
+            _echo(f"{address}\t{record.id}")
+    return 0
+
+
+@state_group.command("show")
+@click.argument("address")
+@common_options
+@click.pass_context
+def state_show(ctx: click.Context, address: str, **kw: Any) -> int:
+    """One state record in full."""
+    opts = _options(ctx.find_root(), **kw)
+    settings = opts.settings()
+    state = _recovered_state(settings, _store(settings), lock_timeout=None)
+    if address not in state.invoices:
+        raise InvoiceSyncError(f'the state has no "{address}" (see `invoicesync state list`).')
+    _echo(dumps_json(state.invoices[address].model_dump(), pretty=True))
+    return 0
+
+
+@state_group.command("rm")
+@click.argument("addresses", nargs=-1, required=True)
+@common_options
+@click.option("--lock-timeout", type=click.FloatRange(0), default=0, metavar="SECONDS")
+@click.pass_context
+def state_rm(ctx: click.Context, addresses: tuple[str, ...], lock_timeout: float, **kw: Any) -> int:
+    """Forget addresses without touching their invoices in Campfire."""
+    opts = _options(ctx.find_root(), **kw)
+    settings = opts.settings()
+    store = _store(settings)
+    with store.lock("state rm", _lock_timeout(lock_timeout)):
+        state = _recovered_state_locked(settings, store)
+        missing = [a for a in addresses if a not in state.invoices]
+        if missing:
+            raise InvoiceSyncError("the state has no " + ", ".join(f'"{a}"' for a in missing) + "; nothing was changed.")
+        invoices = {a: r for a, r in state.invoices.items() if a not in addresses}
+        store.save(state.model_copy(update={"invoices": invoices}))
+    for address in addresses:
+        _echo(f'Removed "{address}" from the state (its invoice is untouched in Campfire).')
+    return 0
+
+
+@state_group.command("mv")
+@click.argument("old")
+@click.argument("new")
+@common_options
+@click.option("--lock-timeout", type=click.FloatRange(0), default=0, metavar="SECONDS")
+@click.pass_context
+def state_mv(ctx: click.Context, old: str, new: str, lock_timeout: float, **kw: Any) -> int:
+    """Rename an address, keeping its invoice id."""
+    opts = _options(ctx.find_root(), **kw)
+    settings = opts.settings()
+    store = _store(settings)
+    with store.lock("state mv", _lock_timeout(lock_timeout)):
+        state = _recovered_state_locked(settings, store)
+        if old not in state.invoices:
+            raise InvoiceSyncError(f'the state has no "{old}"; nothing was changed.')
+        if new in state.invoices:
+            raise InvoiceSyncError(f'the state already has "{new}"; nothing was changed.')
+        invoices = {(new if a == old else a): r for a, r in state.invoices.items()}
+        store.save(state.model_copy(update={"invoices": invoices}))
+    _echo(f'Moved "{old}" to "{new}" (invoice {state.invoices[old].id}).')
+    return 0
+
+
+def _recovered_state_locked(settings: Settings, store: StateStore) -> State:
+    if not store.has_journal():
+        return store.load()
+
+    async def run() -> State:
+        async with _client(settings, required=False) as client:
+            state, _found = await recover(store, store.load(), client)
+            return state
+
+    return asyncio.run(run())
+
+
+@cli.command("force-unlock")
+@click.option("-e", "--env", "env", metavar="NAME")
+@click.pass_context
+def force_unlock(ctx: click.Context, env: str | None) -> int:
+    """Remove a stale lock (only needed where the OS lock cannot work, e.g. a network file system)."""
+    settings = load_settings(ctx.obj.get("directory"), environment=env)
+    info = _store(settings).force_unlock()
+    if info:
+        _echo(f"Removed the lock held by {info.get('command')} (pid {info.get('pid')} on {info.get('host')}) since {info.get('time')}.")
+    else:
+        _echo("There was no lock.")
+    return 0
+
+
+@cli.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), help="Keep invoices in this JSON file.")
+@click.option("--fixtures", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Entities, clients, products, contracts.")
+@click.option("--token", "tokens", multiple=True, metavar="TOKEN", help="Accepted API key(s) (default: sandbox).")
+@click.option("--latency-ms", type=click.FloatRange(0), default=0.0)
+@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0)
+@click.option("--throttle-rate", type=click.FloatRange(0, 1), default=0.0)
+@click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0)
+@click.option("--retry-after", type=click.FloatRange(0), default=1.0, help="Retry-After seconds on injected 429s.")
+@click.option("--seed", type=int, default=None)
+@click.option("--ignore-idempotency", is_flag=True, help="Ignore Idempotency-Key, as the real API may.")
+def sandbox_cmd(host: str, port: int, data: Path | None, fixtures: Path | None, tokens: tuple[str, ...], latency_ms: float,
+                fail_rate: float, throttle_rate: float, drop_rate: float, retry_after: float, seed: int | None,
+                ignore_idempotency: bool) -> int:
+    """Serve the Campfire-compatible sandbox over HTTP (Ctrl-C stops it)."""
+    from invoicesync.sandbox import DEFAULT_TOKEN, FaultSettings, Sandbox
+    from invoicesync.sandbox.server import serve
+
+    sandbox = Sandbox(
+        data_file=data,
+        fixtures_file=fixtures,
+        tokens=tokens or (DEFAULT_TOKEN,),
+        honour_idempotency=not ignore_idempotency,
+        faults=FaultSettings(latency_ms=latency_ms, fail_rate=fail_rate, throttle_rate=throttle_rate,
+                             drop_rate=drop_rate, seed=seed, retry_after=retry_after),
+    )
+
+    def ready(url: str) -> None:
+        click.echo(f"Sandbox listening on {url} (API key: {'the one(s) given' if tokens else DEFAULT_TOKEN}). Ctrl-C stops it.", err=False)
+
+    serve(sandbox, host=host, port=port, on_ready=ready)
+    click.echo("Sandbox stopped.")
+    return 0
+
+
+# --- entry point and the one error handler -------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code (0, 1, or 2 for plan --detailed-exitcode with changes)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = cli.main(args=args, prog_name="invoicesync", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        _echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        return 0
+    except click.UsageError as exc:
+        hint = f"\nTry '{exc.ctx.command_path} --help' for help." if exc.ctx else ""
+        _echo(f"Error: {exc.format_message()}{hint}", err=True)
+        return 1
+    except click.exceptions.Abort:
+        _echo("Aborted.", err=True)
+        return 1
+    except click.ClickException as exc:
+        _echo(f"Error: {exc.format_message()}", err=True)
+        return 1
+    except InvoiceSyncError as exc:
+        _echo(f"Error: {exc}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        _echo("Interrupted.", err=True)
+        return 1
+    except Exception as exc:  # the one broad handler: an internal error, never a user mistake
+        if os.environ.get("INVOICESYNC_DEBUG"):
+            traceback.print_exc()
+        _echo(f"Error: internal error ({type(exc).__name__}: {exc}). Set INVOICESYNC_DEBUG=1 to see the traceback.", err=True)
+        return 1
+    if isinstance(result, int):
+        return result
+    return 0

@@ -1,0 +1,840 @@
+"""The Campfire HTTP client: auth, timeouts, retries, throttling, error mapping and reconcile look-ups.
+
+Owned by the client module (DESIGN.md, "Creating each invoice exactly once" and "Talking to the
+API"). Everything that touches httpx lives here: one ``httpx.AsyncClient`` is built in
+``CampfireClient.__init__`` (the transport is injectable, so the in-process sandbox and tests can
+answer), every httpx exception is translated into ``ApiConnectionError`` and every error status into
+``ApiError`` here. Knows nothing about specs, plans or state.
+
+Retry policy, per request:
+
+* connection errors (``httpx.TransportError``) and 5xx replies are retried with exponential backoff
+  and full jitter, ``random.uniform(0, min(backoff_max, backoff_base * 2**n))`` before the n-th
+  retry (n from 0), for at most ``max_attempts`` sends in all;
+* 429 honours ``Retry-After`` (seconds or an HTTP-date) and sets a client-wide "resume at" time that
+  every request of this client waits for before it sends, so a burst of 429s slows the whole run
+  instead of failing it. 429s do not count against ``max_attempts``; a request gives up when its
+  throttle waits would pass ``max_throttle_wait`` seconds;
+* 400/401/403/404/409/422 (any other status below 500) are never retried.
+
+A write whose outcome is unknown (the request may have been sent: read timeout, dropped connection,
+5xx, unreadable success body) is reconciled before it is sent again: a create looks the invoice up
+(``find_invoice``), a void or payment re-reads the invoice, and a delete treats a later 404 as done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import html
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from types import TracebackType
+from typing import Any
+
+import httpx
+import simplejson
+
+from invoicesync import __version__
+from invoicesync.errors import ApiConnectionError, ApiError, flatten_drf_errors
+from invoicesync.models import dumps_json, loads_json
+
+__all__ = [
+    "INVOICES_PATH",
+    "LOOKUP_PAGE_SIZE",
+    "CampfireClient",
+    "ClientStats",
+    "CreateResult",
+    "InvoiceLookup",
+]
+
+log = logging.getLogger(__name__)
+
+INVOICES_PATH = "/coa/api/v1/invoice/"
+
+# The page size asked for by look-ups and listings. Campfire documents no default or maximum for the
+# invoice list (other lists: 100/10,000 or 50/1,000); pagination is followed either way, so a server
+# that caps it lower only costs more pages.
+LOOKUP_PAGE_SIZE = 1000
+
+# A server that answers 429 with ``Retry-After: 0`` forever would never use up ``max_throttle_wait``;
+# this bounds the number of 429s one request accepts.
+_MAX_THROTTLED_REPLIES = 1000
+
+# Errors raised before any byte of the request could have reached the server: safe to resend as is.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Errors no retry can cure (a malformed URL or request built on this side).
+_FATAL = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+
+_JSON = "application/json"
+
+
+# --- public value types -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InvoiceLookup:
+    """What finding an invoice whose create response was lost needs (the journal keeps it as sent).
+
+    ``source_id`` is matched when set, else ``invoice_number``; at least one of them is required.
+    """
+
+    entity: int
+    client: int | None
+    invoice_date: str  # YYYY-MM-DD
+    invoice_number: str | None
+    source_id: str | None
+
+    def __post_init__(self) -> None:
+        if not self.source_id and not self.invoice_number:
+            raise ValueError("an invoice look-up needs a source_id or an invoice_number to match on")
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> InvoiceLookup:
+        """The look-up for a Create Invoice wire body (ids may be numeric strings, dates strings or dates)."""
+        client = body.get("client")
+        number = body.get("invoice_number")
+        source_id = body.get("source_id")
+        return cls(
+            entity=int(body["entity"]),
+            client=None if client is None else int(client),
+            invoice_date=_iso_date(body["invoice_date"]),
+            invoice_number=None if number is None else str(number),
+            source_id=None if source_id is None else str(source_id),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The journal form: plain JSON types."""
+        return {
+            "entity": self.entity,
+            "client": self.client,
+            "invoice_date": self.invoice_date,
+            "invoice_number": self.invoice_number,
+            "source_id": self.source_id,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> InvoiceLookup:
+        """Read back what ``to_dict`` wrote."""
+        client = d.get("client")
+        number = d.get("invoice_number")
+        source_id = d.get("source_id")
+        return cls(
+            entity=int(d["entity"]),
+            client=None if client is None else int(client),
+            invoice_date=_iso_date(d["invoice_date"]),
+            invoice_number=None if number is None else str(number),
+            source_id=None if source_id is None else str(source_id),
+        )
+
+
+@dataclass
+class ClientStats:
+    """Counters of one client's life; never holds the API key.
+
+    ``requests`` counts every HTTP send; ``retries`` every send that repeated an earlier one (for any
+    cause, 429s included); ``throttled`` the 429 replies; ``lookups`` the ``find_invoice`` calls and
+    ``found_by_lookup`` the creates whose invoice was found by one; ``throttle_wait_seconds`` the time
+    requests spent waiting for the client-wide throttle, summed over requests.
+    """
+
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    lookups: int = 0
+    found_by_lookup: int = 0
+    throttle_wait_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    """The invoice a create produced; ``found_by_lookup`` when the reply was lost and a look-up found it."""
+
+    invoice: dict[str, Any]
+    found_by_lookup: bool
+    attempts: int
+
+
+# --- internals --------------------------------------------------------------------------------------
+
+
+class _Secret:
+    """A string that never shows itself in a repr or str."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<hidden>"
+
+    __str__ = __repr__
+
+
+class _BadBody(Exception):
+    """A success status whose body is not the JSON it should be (truncated, HTML from a proxy)."""
+
+
+@dataclass
+class _Reply:
+    """What one retried call ended with: a final response, or what a reconcile found instead."""
+
+    response: httpx.Response | None
+    data: Any
+    attempts: int
+    uncertain: bool  # some earlier send may have taken effect
+    reconciled: Any = None
+
+
+@dataclass
+class _Failure:
+    """One retryable failure: why, and whether the request may have taken effect."""
+
+    uncertain: bool
+    exc: Exception | None = None
+    response: httpx.Response | None = None
+
+
+Reconcile = Callable[[], Awaitable[Any]]
+
+
+def _iso_date(value: Any) -> str:
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    port = url.port
+    if port is None:
+        port = {"http": 80, "https": 443}.get(url.scheme)
+    return (url.scheme, url.host, port)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait per a ``Retry-After`` header (delta-seconds, fractional allowed, or HTTP-date)."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    if seconds != seconds or seconds < 0:  # NaN or negative: not a usable instruction
+        return None
+    return seconds
+
+
+_TAG = re.compile(r"<[^>]*>")
+_SCRIPT = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+_SPACE = re.compile(r"\s+")
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    text = _SPACE.sub(" ", text).strip()
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _summarise_text(text: str) -> str:
+    """A one-line summary of a non-JSON body: an HTML page's title (or text), else the text, shortened."""
+    if "<" in text and ">" in text:
+        title = _TITLE.search(text)
+        if title and title.group(1).strip():
+            return _shorten(html.unescape(title.group(1)))
+        return _shorten(html.unescape(_TAG.sub(" ", _SCRIPT.sub(" ", text))))
+    return _shorten(text)
+
+
+def _summarise(body: Any) -> str:
+    """A readable one-line summary of an error body (DRF errors as ``path: message``)."""
+    if body is None or body == "":
+        return ""
+    if isinstance(body, str):
+        return _summarise_text(body)
+    pairs = flatten_drf_errors(body)
+    if pairs:
+        return _shorten("; ".join(f"{p}: {m}" if p else m for p, m in pairs), 1000)
+    return _shorten(dumps_json(body))
+
+
+def _describe(exc: Exception, timeouts: httpx.Timeout) -> str:
+    """What went wrong with the connection, in words (httpx's own text in parentheses when it has any)."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        what = f"connecting timed out after {timeouts.connect:g} s"
+    elif isinstance(exc, httpx.ConnectError):
+        what = "could not connect"
+    elif isinstance(exc, httpx.ReadTimeout):
+        what = f"no response within {timeouts.read:g} s (read timeout)"
+    elif isinstance(exc, httpx.WriteTimeout):
+        what = "sending the request timed out"
+    elif isinstance(exc, httpx.PoolTimeout):
+        what = "no free connection in time (pool timeout)"
+    elif isinstance(exc, httpx.RemoteProtocolError):
+        what = "the server dropped the connection"
+    elif isinstance(exc, httpx.ReadError):
+        what = "the connection failed while reading the response"
+    elif isinstance(exc, httpx.WriteError):
+        what = "the connection failed while sending the request"
+    elif isinstance(exc, _BadBody):
+        what = "the success response was not valid JSON"
+    else:
+        what = "the request failed"
+    detail = _shorten(str(exc), 160)
+    return f"{what} ({type(exc).__name__}: {detail})" if detail else f"{what} ({type(exc).__name__})"
+
+
+def _parse_body(response: httpx.Response) -> Any:
+    """An error response's body: parsed JSON when it is JSON, else its text."""
+    content = response.content
+    if not content:
+        return None
+    ctype = response.headers.get("content-type", "")
+    if "json" in ctype or content[:1] in (b"{", b"["):
+        try:
+            return loads_json(content)
+        except (ValueError, simplejson.JSONDecodeError):
+            pass
+    return response.text
+
+
+def _is_voided(invoice: Mapping[str, Any]) -> bool:
+    status = str(invoice.get("status") or "").lower()
+    payment_status = str(invoice.get("payment_status") or "").lower()
+    return status == "voided" or payment_status == "voided"
+
+
+def _money(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value)) if value is not None else Decimal(0)
+    except InvalidOperation:
+        return Decimal(0)
+
+
+def _payment_total(payment: Mapping[str, Any]) -> Decimal:
+    total = Decimal(0)
+    for key in ("transactions", "credit_memos", "empty_transactions"):
+        for item in payment.get(key) or ():
+            if isinstance(item, Mapping):
+                total += _money(item.get("amount"))
+    return total
+
+
+def _query_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_query_value(v) for v in value]
+    return value
+
+
+# --- the client -------------------------------------------------------------------------------------
+
+
+class CampfireClient:
+    """An async client of Campfire's invoice API, safe to share between many concurrent tasks.
+
+    Use as ``async with CampfireClient(base_url, api_key) as client: ...``. The API key rides on every
+    request as ``Authorization: Token <key>`` and never appears in a repr, message, log line or stat.
+    ``api_key_name`` names where the key came from (an environment variable) for the 401 message.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_attempts: int = 6,
+        backoff_base: float = 0.25,
+        backoff_max: float = 10.0,
+        max_throttle_wait: float = 600.0,
+        max_connections: int = 64,
+        user_agent: str = f"invoicesync/{__version__}",
+        api_key_name: str = "CAMPFIRE_API_KEY",
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._base = httpx.URL(base_url.rstrip("/"))
+        if self._base.scheme not in ("http", "https") or not self._base.host:
+            raise ValueError(f"base URL must be an http(s) URL with a host, not {base_url!r}")
+        # Never keep user:password from a URL (it would show in messages).
+        self._base = self._base.copy_with(username=None, password=None)
+        self._base_str = str(self._base)
+        self._origin = _origin(self._base)
+        self._key = _Secret(api_key)
+        self._api_key_name = api_key_name
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_throttle_wait = max_throttle_wait
+        self._timeout = httpx.Timeout(
+            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout + read_timeout
+        )
+        self._resume_at = 0.0  # time.monotonic() before which no request of this client is sent
+        self.stats = ClientStats()
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=self._timeout,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers={
+                "Authorization": f"Token {api_key}",
+                "Accept": _JSON,
+                "User-Agent": user_agent,
+            },
+            follow_redirects=False,  # a redirect could carry the key elsewhere; Campfire has none to follow
+        )
+
+    def __repr__(self) -> str:
+        return f"CampfireClient(base_url={self._base_str!r}, api_key=<hidden>)"
+
+    @property
+    def base_url(self) -> str:
+        """The configured base URL (scheme, host, port, optional path prefix)."""
+        return self._base_str
+
+    async def __aenter__(self) -> CampfireClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (and the transport)."""
+        await self._http.aclose()
+
+    # --- invoices ---------------------------------------------------------------------------------
+
+    async def create_invoice(
+        self, body: Mapping[str, Any], *, idempotency_key: str, lookup: InvoiceLookup
+    ) -> CreateResult:
+        """Create one invoice exactly once (``POST /coa/api/v1/invoice/`` with an ``Idempotency-Key``).
+
+        A failure that may have created the invoice (read timeout, dropped connection, 5xx) is
+        followed by ``find_invoice(lookup)`` before the POST is sent again with the same key: found,
+        the found invoice is returned with ``found_by_lookup=True``. A failure where nothing was sent
+        (connect error, 429) is simply retried. 4xx raise ``ApiError``. If every attempt fails and the
+        last look-up found nothing, ``ApiConnectionError``/``ApiError`` is raised: the caller keeps the
+        intent unresolved and reconciles it later.
+        """
+        content = dumps_json(body).encode()
+        headers = {"Content-Type": _JSON, "Idempotency-Key": idempotency_key}
+
+        async def reconcile() -> dict[str, Any] | None:
+            return await self.find_invoice(lookup)
+
+        reply = await self._call("POST", INVOICES_PATH, content=content, headers=headers, reconcile=reconcile)
+        if reply.reconciled is not None:
+            self.stats.found_by_lookup += 1
+            return CreateResult(invoice=reply.reconciled, found_by_lookup=True, attempts=reply.attempts)
+        return CreateResult(invoice=self._invoice(reply, "POST", INVOICES_PATH), found_by_lookup=False,
+                            attempts=reply.attempts)
+
+    async def find_invoice(self, lookup: InvoiceLookup) -> dict[str, Any] | None:
+        """Find the invoice a lost create may have made, or None.
+
+        Lists invoices filtered by entity, client (when known), ``start_date``=``end_date``=invoice
+        date and invoice number (when set), ``limit`` ``LOOKUP_PAGE_SIZE``, following pagination; then
+        matches ``source_id`` (or, without one, the invoice number), skipping voided and deleted
+        invoices. Several matches (which should not happen) return the newest (highest id).
+        """
+        self.stats.lookups += 1
+        filters: dict[str, Any] = {"entity": lookup.entity}
+        if lookup.client is not None:
+            filters["client"] = lookup.client
+        filters["start_date"] = lookup.invoice_date
+        filters["end_date"] = lookup.invoice_date
+        if lookup.invoice_number:
+            filters["invoice_number"] = lookup.invoice_number
+        filters["limit"] = LOOKUP_PAGE_SIZE
+        best: dict[str, Any] | None = None
+        for invoice in await self.list_invoices(**filters):
+            if invoice.get("is_deleted") or _is_voided(invoice):
+                continue
+            if lookup.source_id:
+                if invoice.get("source_id") != lookup.source_id:
+                    continue
+            elif invoice.get("invoice_number") != lookup.invoice_number:
+                continue
+            if best is None or int(invoice.get("id") or 0) > int(best.get("id") or 0):
+                best = invoice
+        return best
+
+    async def get_invoice(self, invoice_id: int) -> dict[str, Any] | None:
+        """``GET /coa/api/v1/invoice/{id}/``: the full invoice, or None when Campfire says 404."""
+        path = self._invoice_path(invoice_id)
+        reply = await self._call("GET", path)
+        assert reply.response is not None
+        if reply.response.status_code == 404:
+            return None
+        return self._invoice(reply, "GET", path)
+
+    async def list_invoices(self, **filters: Any) -> list[dict[str, Any]]:
+        """``GET /coa/api/v1/invoice/`` with the given filters, every page (DRF ``next`` links) joined.
+
+        Filters use the API's names (``entity=54``, ``client=[1, 2]`` for repeated values,
+        ``start_date=...``); None values are left out; ``limit`` defaults to ``LOOKUP_PAGE_SIZE``.
+        ``download`` is refused (Campfire would e-mail an export). A ``next`` link to another scheme,
+        host or port than the base URL is not followed (the key would go with it): ``ApiError``.
+        """
+        if "download" in filters:
+            raise ValueError("list_invoices never sends 'download' (Campfire would e-mail a CSV export)")
+        params: dict[str, Any] = {k: _query_value(v) for k, v in filters.items() if v is not None}
+        params.setdefault("limit", LOOKUP_PAGE_SIZE)
+        results: list[dict[str, Any]] = []
+        url: str = INVOICES_PATH
+        query: dict[str, Any] | None = params
+        seen: set[str] = set()
+        while True:
+            reply = await self._call("GET", url, params=query)
+            page = self._result(reply, "GET", INVOICES_PATH)
+            if isinstance(page, list):  # an unpaginated answer
+                results.extend(page)
+                return results
+            if not isinstance(page, Mapping) or not isinstance(page.get("results"), list):
+                raise ApiError(
+                    f"GET {INVOICES_PATH} returned an unexpected body (no 'results' list): {_summarise(page)}",
+                    status=reply.response.status_code if reply.response else None,
+                    method="GET",
+                    path=INVOICES_PATH,
+                    body=page,
+                )
+            results.extend(page["results"])
+            next_link = page.get("next")
+            if not next_link:
+                return results
+            url = self._follow(str(next_link))
+            if url in seen:
+                raise ApiError(
+                    f"GET {INVOICES_PATH}: pagination loops (the 'next' link repeats {httpx.URL(url).path}"
+                    f"?{httpx.URL(url).query.decode()}); stopped after {len(results)} invoices",
+                    method="GET",
+                    path=INVOICES_PATH,
+                )
+            seen.add(url)
+            query = None
+
+    async def update_invoice(self, invoice_id: int, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """``PATCH /coa/api/v1/invoice/{id}/`` with only the changed fields; returns the updated invoice.
+
+        Retried like a read: sending the same PATCH twice leaves the same result.
+        """
+        path = self._invoice_path(invoice_id)
+        reply = await self._call(
+            "PATCH", path, content=dumps_json(dict(patch)).encode(), headers={"Content-Type": _JSON}
+        )
+        return self._invoice(reply, "PATCH", path)
+
+    async def void_invoice(self, invoice_id: int, void_date: str | None = None) -> dict[str, Any]:
+        """``POST /coa/api/v1/invoice/{id}/void/``; returns the voided invoice.
+
+        After a failure that may have voided it, the invoice is read back first: already voided, that
+        is the result; otherwise the void is sent again.
+        """
+        path = self._invoice_path(invoice_id) + "void/"
+        body: dict[str, Any] = {} if void_date is None else {"void_date": _iso_date(void_date)}
+
+        async def reconcile() -> dict[str, Any] | None:
+            invoice = await self.get_invoice(invoice_id)
+            return invoice if invoice is not None and _is_voided(invoice) else None
+
+        reply = await self._call(
+            "POST", path, content=dumps_json(body).encode(), headers={"Content-Type": _JSON}, reconcile=reconcile
+        )
+        if reply.reconciled is not None:
+            result: dict[str, Any] = reply.reconciled
+            return result
+        return self._invoice(reply, "POST", path)
+
+    async def delete_invoice(self, invoice_id: int) -> None:
+        """``DELETE /coa/api/v1/invoice/{id}/`` (permanent).
+
+        A 404 after an earlier attempt whose outcome was unknown counts as done (that attempt deleted
+        it); a 404 on a first attempt is an ``ApiError``.
+        """
+        path = self._invoice_path(invoice_id)
+        reply = await self._call("DELETE", path)
+        assert reply.response is not None
+        if reply.response.status_code == 404 and reply.uncertain:
+            return
+        self._result(reply, "DELETE", path, allow_empty=True)
+
+    async def pay_invoice(self, invoice_id: int, payment: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /coa/api/v1/invoice/{id}/pay/`` (record a payment); returns the updated invoice.
+
+        The invoice is read first; after a failure that may have recorded the payment it is read
+        again, and the payment counts as recorded if the invoice gained a payment or its
+        ``amount_paid`` grew by at least the amount sent. Only then is the payment sent again.
+        """
+        path = self._invoice_path(invoice_id) + "pay/"
+        before = await self.get_invoice(invoice_id)
+        paid_before = _money(before.get("amount_paid")) if before else Decimal(0)
+        count_before = len(before.get("payments") or ()) if before else 0
+        amount = _payment_total(payment)
+
+        async def reconcile() -> dict[str, Any] | None:
+            now = await self.get_invoice(invoice_id)
+            if now is None:
+                return None
+            if len(now.get("payments") or ()) > count_before:
+                return now
+            if amount > 0 and _money(now.get("amount_paid")) - paid_before >= amount:
+                return now
+            return None
+
+        reply = await self._call(
+            "POST", path, content=dumps_json(dict(payment)).encode(), headers={"Content-Type": _JSON},
+            reconcile=reconcile,
+        )
+        if reply.reconciled is not None:
+            result: dict[str, Any] = reply.reconciled
+            return result
+        return self._invoice(reply, "POST", path)
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _invoice_path(invoice_id: int) -> str:
+        return f"{INVOICES_PATH}{int(invoice_id)}/"
+
+    def _url(self, path_or_url: str) -> str:
+        if path_or_url.startswith(("http://", "https://")):
+            return path_or_url
+        return self._base_str + path_or_url
+
+    def _follow(self, link: str) -> str:
+        """A pagination link made absolute, refused if it leaves the base URL's origin."""
+        url = httpx.URL(self._base_str + "/").join(link)
+        if _origin(url) != self._origin:
+            shown = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+            raise ApiError(
+                f"GET {INVOICES_PATH}: the API's 'next' page link points to {shown}, not to "
+                f"{self._origin[0]}://{self._origin[1]}" + (f":{self._base.port}" if self._base.port else "")
+                + "; not following it, since the API key is sent with every request. "
+                "Check the base URL (a proxy may be rewriting links).",
+                method="GET",
+                path=INVOICES_PATH,
+            )
+        if "download" in url.params:
+            url = url.copy_remove_param("download")
+        return str(url)
+
+    def _redact(self, text: str) -> str:
+        key = self._key.reveal()
+        return text.replace(key, "<hidden>") if key and key in text else text
+
+    def _redact_body(self, body: Any) -> Any:
+        key = self._key.reveal()
+        if not key:
+            return body
+        if isinstance(body, str):
+            return self._redact(body)
+        if isinstance(body, dict):
+            return {k: self._redact_body(v) for k, v in body.items()}
+        if isinstance(body, list):
+            return [self._redact_body(v) for v in body]
+        return body
+
+    def _result(self, reply: _Reply, method: str, path: str, *, allow_empty: bool = False) -> Any:
+        """The parsed body of a final reply, or the ``ApiError`` its status calls for."""
+        response = reply.response
+        assert response is not None
+        if response.status_code >= 400:
+            raise self._status_error(method, path, response, reply.attempts)
+        if reply.data is None and not allow_empty:
+            raise ApiError(
+                f"{method} {path}: {response.status_code} with an empty body where an invoice was expected",
+                status=response.status_code,
+                method=method,
+                path=path,
+            )
+        return reply.data
+
+    def _invoice(self, reply: _Reply, method: str, path: str) -> dict[str, Any]:
+        """The invoice object a final reply carries, or ``ApiError``."""
+        data = self._result(reply, method, path)
+        if not isinstance(data, dict):
+            raise ApiError(
+                f"{method} {path}: expected an invoice object, got: {_summarise(data)}",
+                status=reply.response.status_code if reply.response is not None else None,
+                method=method,
+                path=path,
+            )
+        return data
+
+    def _status_error(
+        self, method: str, path: str, response: httpx.Response, attempts: int, note: str = ""
+    ) -> ApiError:
+        status = response.status_code
+        body = self._redact_body(_parse_body(response))
+        summary = _summarise(body)
+        message = f"{method} {path} failed: {status} {response.reason_phrase}"
+        if summary:
+            message += f": {summary}"
+        if status == 401:
+            message += (
+                f" Check the API key in {self._api_key_name} (it must be a valid Campfire API key for "
+                f"{self._base.host}; the key itself is not shown)."
+            )
+        elif status == 403:
+            message += " The API key's user may lack the role for this (view-only keys can only read)."
+        elif status == 429:
+            message += f" Gave up after waiting {self.max_throttle_wait:g} s in total for the rate limit."
+        elif status >= 500 and attempts > 1:
+            message += f" (gave up after {attempts} attempts)"
+        message += note
+        return ApiError(self._redact(message), status=status, method=method, path=path, body=body)
+
+    def _backoff(self, failures: int) -> float:
+        """Full-jitter exponential backoff before retry number ``failures`` (0-based)."""
+        return random.uniform(0.0, min(self.backoff_max, self.backoff_base * 2.0**failures))
+
+    async def _wait_for_throttle(self, waited: float, method: str, path: str) -> float:
+        """Wait until the client-wide "resume at" time; returns this request's throttle wait so far."""
+        while True:
+            delay = self._resume_at - time.monotonic()
+            if delay <= 0:
+                return waited
+            if waited + delay > self.max_throttle_wait:
+                raise ApiError(
+                    f"{method} {path} failed: Campfire is rate limiting (429) and asks to wait "
+                    f"{delay:.1f} s more; gave up after {waited:.1f} s of throttle waits "
+                    f"(limit {self.max_throttle_wait:g} s).",
+                    status=429,
+                    method=method,
+                    path=path,
+                )
+            await asyncio.sleep(delay)
+            waited += delay
+            self.stats.throttle_wait_seconds += delay
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        reconcile: Reconcile | None = None,
+    ) -> _Reply:
+        """Send one request with retries; return its final (non-retryable) reply or what reconcile found.
+
+        ``reconcile`` is called after a failure that may have taken effect, before the request is
+        sent again (and once more when attempts run out): a non-None result ends the call.
+        """
+        url = self._url(path)
+        shown_path = httpx.URL(url).path if path.startswith(("http://", "https://")) else path
+        failures = 0  # sends that count against max_attempts
+        throttled = 0
+        waited = 0.0
+        sends = 0
+        uncertain = False  # some send may have taken effect
+        unchecked = False  # ... and no reconcile has looked since
+        while True:
+            if self._resume_at > time.monotonic():
+                waited = await self._wait_for_throttle(waited, method, shown_path)
+            if sends:
+                self.stats.retries += 1
+            sends += 1
+            self.stats.requests += 1
+            failure: _Failure
+            try:
+                response = await self._http.request(method, url, params=params, content=content, headers=headers)
+            except _FATAL as exc:
+                raise ApiConnectionError(
+                    self._redact(f"{method} {shown_path} failed: {_describe(exc, self._timeout)}"),
+                    method=method,
+                    path=shown_path,
+                ) from exc
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                failure = _Failure(uncertain=not isinstance(exc, _NOT_SENT), exc=exc)
+            else:
+                status = response.status_code
+                if status < 300:
+                    try:
+                        data = loads_json(response.content) if response.content else None
+                    except ValueError:
+                        failure = _Failure(uncertain=True, exc=_BadBody(_summarise_text(response.text)))
+                    else:
+                        return _Reply(response, data, failures + 1, uncertain)
+                elif status == 429:
+                    throttled += 1
+                    self.stats.throttled += 1
+                    delay = _retry_after(response.headers.get("retry-after"))
+                    if delay is None:
+                        delay = self._backoff(min(throttled - 1, 30))
+                    if waited + delay > self.max_throttle_wait or throttled >= _MAX_THROTTLED_REPLIES:
+                        raise self._status_error(method, shown_path, response, failures + 1)
+                    resume = time.monotonic() + delay
+                    if resume > self._resume_at:
+                        self._resume_at = resume
+                    log.debug("%s %s throttled (429); resuming in %.2f s", method, shown_path, delay)
+                    continue
+                elif status >= 500:
+                    failure = _Failure(uncertain=True, response=response)
+                else:
+                    return _Reply(response, None, failures + 1, uncertain)
+
+            failures += 1
+            if failure.uncertain:
+                uncertain = unchecked = True
+            if failures >= self.max_attempts:
+                if unchecked and reconcile is not None:
+                    found = await reconcile()
+                    if found is not None:
+                        return _Reply(None, None, failures, uncertain, reconciled=found)
+                raise self._exhausted(method, shown_path, failure, failures, reconcile is not None and unchecked)
+            delay = self._backoff(failures - 1)
+            log.debug(
+                "%s %s failed (%s); retry %d of %d in %.2f s",
+                method, shown_path,
+                failure.response.status_code if failure.response is not None else type(failure.exc).__name__,
+                failures, self.max_attempts - 1, delay,
+            )
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if failure.uncertain and reconcile is not None:
+                found = await reconcile()
+                if found is not None:
+                    return _Reply(None, None, failures, uncertain, reconciled=found)
+                unchecked = False
+
+    def _exhausted(self, method: str, path: str, failure: _Failure, attempts: int, looked: bool) -> ApiError:
+        note = "; the look-up after the last attempt found no such invoice" if looked else ""
+        if failure.response is not None:
+            return self._status_error(method, path, failure.response, attempts, note)
+        assert failure.exc is not None
+        message = (
+            f"{method} {path} failed after {attempts} attempt{'s' if attempts != 1 else ''}: "
+            f"{_describe(failure.exc, self._timeout)}; Campfire at {self._base.host} may be down or "
+            f"unreachable{note}."
+        )
+        error = ApiConnectionError(self._redact(message), method=method, path=path)
+        error.__cause__ = failure.exc
+        return error

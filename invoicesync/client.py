@@ -550,7 +550,7 @@ class CampfireClient:
         )
         return self._invoice(reply, "PATCH", path)
 
-    async def void_invoice(self, invoice_id: int, void_date: str | None = None) -> dict[str, Any]:
+    async def void_invoice(self, invoice_id: int, void_date: str | date | None = None) -> dict[str, Any]:
         """``POST /coa/api/v1/invoice/{id}/void/``; returns the voided invoice.
 
         After a failure that may have voided it, the invoice is read back first: already voided, that
@@ -806,7 +806,7 @@ class CampfireClient:
                 uncertain = unchecked = True
             if failures >= self.max_attempts:
                 if unchecked and reconcile is not None:
-                    found = await reconcile()
+                    found = await self._reconcile(reconcile, method, shown_path, failure)
                     if found is not None:
                         return _Reply(None, None, failures, uncertain, reconciled=found)
                 raise self._exhausted(method, shown_path, failure, failures, reconcile is not None and unchecked)
@@ -820,10 +820,29 @@ class CampfireClient:
             if delay > 0:
                 await asyncio.sleep(delay)
             if failure.uncertain and reconcile is not None:
-                found = await reconcile()
+                found = await self._reconcile(reconcile, method, shown_path, failure)
                 if found is not None:
                     return _Reply(None, None, failures, uncertain, reconciled=found)
                 unchecked = False
+
+    async def _reconcile(self, reconcile: Reconcile, method: str, path: str, failure: _Failure) -> Any:
+        """Run a reconcile check; its own failure leaves the outcome unknown, and says so."""
+        try:
+            return await reconcile()
+        except ApiError as exc:
+            what = (
+                f"{failure.response.status_code} {failure.response.reason_phrase}"
+                if failure.response is not None
+                else _describe(failure.exc, self._timeout) if failure.exc is not None else "no answer"
+            )
+            raise ApiConnectionError(
+                self._redact(
+                    f"{method} {path}: outcome unknown: the request may have taken effect ({what}), and "
+                    f"checking whether it did failed too: {exc}"
+                ),
+                method=method,
+                path=path,
+            ) from exc
 
     def _exhausted(self, method: str, path: str, failure: _Failure, attempts: int, looked: bool) -> ApiError:
         note = "; the look-up after the last attempt found no such invoice" if looked else ""

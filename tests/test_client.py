@@ -351,6 +351,29 @@ def test_create_with_every_attempt_lost_finds_it_on_the_last_lookup() -> None:
     assert result.found_by_lookup and fake.posts == 2 and len(fake.invoices) == 1
 
 
+def test_create_is_not_resent_when_the_lookup_itself_fails() -> None:
+    posts = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal posts
+        if request.method == "POST":
+            posts += 1
+            raise httpx.ReadTimeout("timed out", request=request)
+        raise httpx.ConnectError("refused", request=request)
+
+    async def main() -> None:
+        async with mock_client(handler, max_attempts=2) as client:
+            await client.create_invoice(body(), idempotency_key="k", lookup=InvoiceLookup.from_body(body()))
+
+    with pytest.raises(ApiConnectionError) as info:
+        run(main())
+    assert posts == 1
+    assert str(info.value).startswith(
+        "POST /coa/api/v1/invoice/: outcome unknown: the request may have taken effect (no response within 60 s"
+    )
+    assert "checking whether it did failed too: GET /coa/api/v1/invoice/ failed after 2 attempts" in str(info.value)
+
+
 def test_lookup_matches_source_id_and_skips_voided_and_deleted() -> None:
     wanted = body(1)
     listing = [

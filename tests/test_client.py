@@ -624,3 +624,169 @@ def test_next_link_to_another_origin_is_refused_without_sending_the_key(foreign:
     assert len(seen) == 1 and seen[0].url.host == "api.campfire.test" and seen[0].url.port is None
     assert "not following it" in str(info.value) and "API key" in str(info.value)
     assert KEY not in errors_text(info.value)
+
+
+# --- against the real sandbox -----------------------------------------------------------------------------
+
+SANDBOX_URL = "http://sandbox.invalid"
+
+
+@pytest.fixture
+def sandbox() -> Any:
+    mod = pytest.importorskip("invoicesync.sandbox")
+    if not hasattr(mod, "Sandbox"):
+        pytest.skip("the sandbox package is not complete yet")
+    return mod.Sandbox(honour_idempotency=False)
+
+
+def faults(**kw: Any) -> Any:
+    from invoicesync.sandbox import FaultSettings
+
+    return FaultSettings(**kw)
+
+
+def sandbox_client(sb: Any, token: str | None = None, **kw: Any) -> CampfireClient:
+    from invoicesync.sandbox import DEFAULT_TOKEN
+
+    kw.setdefault("backoff_base", 0.001)
+    kw.setdefault("backoff_max", 0.005)
+    return CampfireClient(SANDBOX_URL, token or DEFAULT_TOKEN, transport=sb.transport(), **kw)
+
+
+class AfterFirstRequest(httpx.AsyncBaseTransport):
+    """Runs ``then`` once the first request has been answered (or has failed)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, then: Callable[[], None]) -> None:
+        self.inner = inner
+        self.then = then
+        self.done = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self.inner.handle_async_request(request)
+        finally:
+            if not self.done:
+                self.done = True
+                self.then()
+
+
+async def create_many(client: CampfireClient, bodies: list[dict[str, Any]]) -> list[Any]:
+    return await asyncio.gather(*(
+        client.create_invoice(b, idempotency_key=f"key-{b['source_id']}", lookup=InvoiceLookup.from_body(b))
+        for b in bodies
+    ))
+
+
+def server_invoices(sb: Any) -> list[dict[str, Any]]:
+    return [dict(i) for i in sb.invoices()]
+
+
+def test_sandbox_exactly_once_under_drops_5xx_and_429s_with_idempotency_ignored(sandbox: Any) -> None:
+    sandbox.set_faults(faults(fail_rate=0.2, throttle_rate=0.3, drop_rate=0.3, seed=7, retry_after=0))
+    bodies = [body(n) for n in range(50)]
+
+    async def main(client: CampfireClient) -> list[Any]:
+        async with client:
+            return await create_many(client, bodies)
+
+    client = sandbox_client(sandbox, max_attempts=30)
+    results = run(main(client))
+    sandbox.set_faults(faults())
+    stored = server_invoices(sandbox)
+    assert len(stored) == 50
+    assert sorted(i["source_id"] for i in stored) == sorted(b["source_id"] for b in bodies)
+    assert sorted(r.invoice["id"] for r in results) == sorted(i["id"] for i in stored)
+    assert client.stats.found_by_lookup == sum(r.found_by_lookup for r in results) > 0
+    assert client.stats.throttled > 0 and client.stats.retries > 0
+
+
+def test_sandbox_lookup_after_a_dropped_create_finds_the_committed_invoice(sandbox: Any) -> None:
+    sandbox.set_faults(faults(drop_rate=1))
+    transport = AfterFirstRequest(sandbox.transport(), lambda: sandbox.set_faults(faults()))
+    b = body(1)
+
+    async def main() -> Any:
+        async with CampfireClient(SANDBOX_URL, "sandbox", transport=transport, backoff_base=0.001) as client:
+            return await client.create_invoice(b, idempotency_key="k", lookup=InvoiceLookup.from_body(b)), client.stats
+
+    result, stats = run(main())
+    (stored,) = server_invoices(sandbox)
+    assert result.found_by_lookup and result.invoice["id"] == stored["id"] and result.attempts == 1
+    assert stats.lookups == 1
+
+
+def test_sandbox_find_invoice_after_an_ambiguous_failure(sandbox: Any) -> None:
+    sandbox.set_faults(faults(drop_rate=1))
+    b = body(1)
+    lookup = InvoiceLookup.from_body(b)
+
+    async def main() -> Any:
+        async with sandbox_client(sandbox, max_attempts=1) as client:
+            with pytest.raises(ApiConnectionError, match="outcome unknown"):
+                await client.create_invoice(b, idempotency_key="k", lookup=lookup)
+            sandbox.set_faults(faults())
+            return await client.find_invoice(lookup), await client.find_invoice(InvoiceLookup.from_body(body(2)))
+
+    found, missing = run(main())
+    (stored,) = server_invoices(sandbox)
+    assert found["id"] == stored["id"] and found["source_id"] == b["source_id"]
+    assert missing is None
+
+
+def test_sandbox_pagination_joins_every_page(sandbox: Any) -> None:
+    async def main(client: CampfireClient) -> Any:
+        async with client:
+            await create_many(client, [body(n) for n in range(25)])
+            before = client.stats.requests
+            listed = await client.list_invoices(entity=54, client=[33973, 33974], limit=10)
+            return listed, client.stats.requests - before
+
+    listed, requests = run(main(sandbox_client(sandbox)))
+    assert len(listed) == 25 and len({i["id"] for i in listed}) == 25
+    assert requests == 3
+
+
+def test_sandbox_unknown_product_is_an_api_error_on_the_line_field(sandbox: Any) -> None:
+    b = body(1)
+    b["lines"][0]["product"] = 999
+
+    async def main() -> None:
+        async with sandbox_client(sandbox) as client:
+            await client.create_invoice(b, idempotency_key="k", lookup=InvoiceLookup.from_body(b))
+
+    with pytest.raises(ApiError) as info:
+        run(main())
+    assert info.value.status == 400
+    assert ("lines[0].product", 'Invalid pk "999" - object does not exist.') in info.value.field_errors
+    assert 'lines[0].product: Invalid pk "999" - object does not exist.' in str(info.value)
+    assert server_invoices(sandbox) == []
+
+
+def test_sandbox_rejects_a_wrong_key_with_a_message_that_hides_it(sandbox: Any) -> None:
+    async def main() -> None:
+        async with sandbox_client(sandbox, token=KEY) as client:
+            await client.list_invoices(entity=54)
+
+    with pytest.raises(ApiError) as info:
+        run(main())
+    assert info.value.status == 401 and "CAMPFIRE_API_KEY" in str(info.value)
+    assert KEY not in errors_text(info.value)
+
+
+def test_sandbox_over_loopback_creates_exactly_once_under_faults(sandbox: Any) -> None:
+    from invoicesync.sandbox.server import BackgroundServer
+
+    sandbox.set_faults(faults(fail_rate=0.15, throttle_rate=0.15, drop_rate=0.25, seed=11, retry_after=0))
+    bodies = [body(n) for n in range(20)]
+
+    async def main(url: str) -> list[Any]:
+        async with CampfireClient(url, "sandbox", backoff_base=0.001, backoff_max=0.005, max_attempts=30,
+                                  read_timeout=10) as client:
+            return await create_many(client, bodies)
+
+    with BackgroundServer(sandbox, port=0) as url:
+        results = run(main(url))
+    sandbox.set_faults(faults())
+    stored = server_invoices(sandbox)
+    assert sorted(i["source_id"] for i in stored) == sorted(b["source_id"] for b in bodies)
+    assert sorted(r.invoice["id"] for r in results) == sorted(i["id"] for i in stored)

@@ -1,17 +1,40 @@
 """Planning: a pure function from desired invoices, state and (optionally) refreshed remote invoices to a Plan.
 
-Owns ``Action``, ``FieldChange``, ``Change``, ``Plan``, ``make_plan`` and the plan's dict form (the
-``--format json`` output and the saved-plan file are the same document). Never does IO, never reads
-the clock, never prints.
+Owns ``Action``, ``FieldChange``, ``Change``, ``Plan``, ``make_plan`` (the per-address decision: create,
+update with a PATCH of the changed fields, replace, void/delete/forget, or no-op; drift and locked
+invoices; ``--target``/``--replace`` globs; ``prevent_destroy``), the money impact per currency
+(``plan_totals``) and the plan's dict form (``plan_to_dict``/``plan_from_dict``: the ``--format json``
+output and the saved-plan file are the same document, described in ``docs/plan-json.md``).
+
+Never does IO, never reads the clock, never prints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from fnmatch import translate
+from typing import Any, Literal
+
+from deepdiff import DeepDiff
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from invoicesync.errors import PlanError
+from invoicesync.models import (
+    DesiredInvoice,
+    RemoteSnapshot,
+    body_digest,
+    canonical_decimal,
+    canonical_json,
+    invoice_total,
+    project_remote,
+    with_source,
+)
+from invoicesync.state import InvoiceRecord, State
 
 
 class Action(str, Enum):
@@ -56,6 +79,9 @@ class Change:
     location: str | None = None  # where the spec declares it ("specs/acme.yaml:3")
     currency: str = "USD"
     amount: Decimal = Decimal(0)  # invoice total after the change (0 for removals)
+    # the currency of ``amount_before`` when it differs from ``currency`` (an update or replace that
+    # changes the invoice currency); None means the same as ``currency``
+    currency_before: str | None = None
     amount_before: Decimal = Decimal(0)  # invoice total before (0 for creates)
     reason: str | None = None  # why, when not obvious: "deleted outside invoicesync", "replace requested", "drift"
     blocked: str | None = None  # set when the change cannot be carried out ("invoice is paid in Campfire")
@@ -113,3 +139,821 @@ class ApplyResult:
     def failed(self) -> tuple[Outcome, ...]:
         """Outcomes that were attempted and failed, or skipped."""
         return tuple(o for o in self.outcomes if not o.ok)
+
+
+# --- planning --------------------------------------------------------------------------------------
+
+PLAN_FORMAT_VERSION = 1
+PLAN_KIND = "invoicesync-plan"
+
+REASON_DELETED_OUTSIDE = "deleted outside invoicesync"
+REASON_REPLACE = "replace requested"
+REASON_DRIFT = "changed outside invoicesync"
+REASON_STATE_ONLY = "only the state changes; nothing is sent to Campfire"
+REASON_ALREADY_VOIDED = "already voided in Campfire"
+REASON_REPLACE_VOIDED = "replace requested; the old invoice is already voided in Campfire"
+
+_Path = tuple[str | int, ...]
+_Diff = dict[_Path, tuple[Any, Any]]
+
+
+def make_plan(
+    desired: Sequence[DesiredInvoice],
+    state: State,
+    remote: Mapping[str, Mapping[str, Any] | None] | None = None,
+    *,
+    targets: Sequence[str] = (),
+    replace: Sequence[str] = (),
+    refreshed: bool = False,
+) -> Plan:
+    """Decide what apply must do for every address, sorted by address, no-ops included.
+
+    ``remote`` holds the refresh results: the invoice as Campfire returned it, or ``None`` when
+    Campfire answered 404; an address missing from it was not refreshed. ``targets`` and ``replace``
+    are address globs (``fnmatch``). Raises ``PlanError`` for duplicate addresses, a glob that
+    matches nothing, or any invoice protected by ``lifecycle.prevent_destroy`` that the plan would
+    void, delete or replace (all of them are listed).
+    """
+    by_address: dict[str, DesiredInvoice] = {}
+    duplicates: list[str] = []
+    for invoice in desired:
+        if invoice.address in by_address:
+            duplicates.append(invoice.address)
+        by_address[invoice.address] = invoice
+    if duplicates:
+        raise PlanError("Addresses declared more than once: " + ", ".join(sorted(set(duplicates))) + ".")
+
+    records = state.invoices
+    selected = _select_targets(by_address.keys() | records.keys(), targets)
+    replacing = _select_replacements(replace, selected, by_address, records)
+    live_by_address: Mapping[str, Mapping[str, Any] | None] = remote or {}
+
+    changes: list[Change] = []
+    protected: list[Change] = []
+    for address in sorted(selected):
+        spec = by_address.get(address)
+        record = records.get(address)
+        refreshed_here = address in live_by_address
+        live = live_by_address.get(address)
+        if record is None:
+            assert spec is not None  # selected addresses come from the specs or the state
+            change = _create(spec, state.lineage)
+        elif spec is None:
+            change = _removal(address, record, refreshed_here, live)
+        elif address in replacing:
+            change = _replacement(spec, record, state.lineage, refreshed_here, live)
+        else:
+            change = _existing(spec, record, state.lineage, refreshed_here, live)
+        if _destroys(change) and change.lifecycle.get("prevent_destroy"):
+            protected.append(change)
+        changes.append(change)
+    if protected:
+        raise PlanError(_protected_message(protected))
+
+    return Plan(
+        environment=state.environment,
+        lineage=state.lineage,
+        serial=state.serial,
+        specs_digest=specs_digest(desired),
+        changes=tuple(changes),
+        refreshed=refreshed,
+        targets=tuple(targets),
+    )
+
+
+def specs_digest(desired: Sequence[DesiredInvoice]) -> str:
+    """``sha256:<hex>`` over the sorted (address, body digest, lifecycle) of every desired invoice.
+
+    A saved plan records it; apply refuses the plan when the specs have moved on since. Lifecycle is
+    part of it because a saved plan carries the lifecycle that apply records in the state.
+    """
+    items = sorted(
+        (d.address, d.digest, d.lifecycle.prevent_destroy, d.lifecycle.on_remove) for d in desired
+    )
+    return "sha256:" + hashlib.sha256(canonical_json(items).encode()).hexdigest()
+
+
+def plan_totals(plan: Plan) -> tuple[CurrencyTotals, ...]:
+    """The money impact per currency, sorted by currency.
+
+    Created invoices count in ``create``, the change of total of updated ones in ``update``, the
+    totals of voided and deleted ones in ``remove``; a replace counts its new invoice as created and
+    its old one as removed (unless its lifecycle forgets it). Forgetting moves no money, and blocked
+    changes will not happen so they count nowhere. A currency appears when a change that will be
+    carried out touches it, even if its amounts do not move.
+    """
+    create: dict[str, Decimal] = {}
+    update: dict[str, Decimal] = {}
+    remove: dict[str, Decimal] = {}
+    seen: set[str] = set()
+
+    def add(bucket: dict[str, Decimal], currency: str, amount: Decimal) -> None:
+        seen.add(currency)
+        bucket[currency] = bucket.get(currency, Decimal(0)) + amount
+
+    for change in plan.changes:
+        if change.action is Action.NOOP or change.blocked:
+            continue
+        new = change.currency
+        old = change.currency_before or change.currency
+        if change.action is Action.CREATE:
+            add(create, new, change.amount)
+        elif change.action is Action.UPDATE:
+            add(update, new, change.amount)
+            add(update, old, -change.amount_before)
+        elif change.action is Action.REPLACE:
+            add(create, new, change.amount)
+            if change.lifecycle.get("on_remove", "void") != "forget":
+                add(remove, old, change.amount_before)
+            else:
+                seen.add(old)
+        elif change.action in (Action.VOID, Action.DELETE):
+            add(remove, old, change.amount_before)
+        else:  # FORGET: the invoice stays in Campfire
+            seen.add(old)
+    return tuple(
+        CurrencyTotals(
+            currency=currency,
+            create=create.get(currency, Decimal(0)),
+            update=update.get(currency, Decimal(0)),
+            remove=remove.get(currency, Decimal(0)),
+        )
+        for currency in sorted(seen)
+    )
+
+
+COUNT_KEYS: tuple[str, ...] = ("create", "update", "replace", "remove", "noop", "blocked")
+
+
+def counts(plan: Plan) -> Mapping[str, int]:
+    """How many changes of each kind: ``create``, ``update``, ``replace``, ``remove``, ``noop``, ``blocked``.
+
+    ``remove`` counts voids, deletes and forgets. A blocked change counts only as ``blocked``, since
+    apply will not carry it out.
+    """
+    out = dict.fromkeys(COUNT_KEYS, 0)
+    for change in plan.changes:
+        if change.blocked:
+            out["blocked"] += 1
+        elif change.action is Action.NOOP:
+            out["noop"] += 1
+        elif change.action in (Action.VOID, Action.DELETE, Action.FORGET):
+            out["remove"] += 1
+        else:
+            out[change.action.value] += 1
+    return out
+
+
+def has_changes(plan: Plan) -> bool:
+    """Whether apply would do anything (what ``--detailed-exitcode`` reports as exit code 2)."""
+    return any(c.action is not Action.NOOP and not c.blocked for c in plan.changes)
+
+
+def money_text(amount: Decimal) -> str:
+    """Plain decimal text with at least two decimals, more when the value has them.
+
+    ``Decimal("55")`` -> ``"55.00"``, ``Decimal("0.3")`` -> ``"0.30"``, ``Decimal("0.125")`` ->
+    ``"0.125"``, ``Decimal("-5")`` -> ``"-5.00"``. Never goes through float.
+    """
+    if not amount.is_finite():
+        return str(amount)
+    value = canonical_decimal(amount)
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        value = value.quantize(Decimal("0.01"))
+    return f"{value:f}"
+
+
+# --- one address -----------------------------------------------------------------------------------
+
+
+def _lifecycle_of(spec: DesiredInvoice) -> dict[str, Any]:
+    return {"prevent_destroy": spec.lifecycle.prevent_destroy, "on_remove": spec.lifecycle.on_remove}
+
+
+def _currency_of(body: Mapping[str, Any]) -> str:
+    return str(body.get("currency") or "USD")
+
+
+def _locked_reason(live: Mapping[str, Any] | None) -> str | None:
+    if live is None:
+        return None
+    return RemoteSnapshot.from_response(live).locked_reason
+
+
+def _create(
+    spec: DesiredInvoice,
+    lineage: str,
+    *,
+    body: dict[str, Any] | None = None,
+    digest: str | None = None,
+    reason: str | None = None,
+) -> Change:
+    if body is None or digest is None:
+        body = with_source(spec.wire, lineage, spec.address)
+        digest = body_digest(body)
+    return Change(
+        address=spec.address,
+        action=Action.CREATE,
+        body=body,
+        digest=digest,
+        lifecycle=_lifecycle_of(spec),
+        location=str(spec.location),
+        currency=spec.currency,
+        amount=invoice_total(body),
+        reason=reason,
+    )
+
+
+def _removal(address: str, record: InvoiceRecord, refreshed_here: bool, live: Mapping[str, Any] | None) -> Change:
+    lifecycle = {"prevent_destroy": record.lifecycle.prevent_destroy, "on_remove": record.lifecycle.on_remove}
+    common: dict[str, Any] = {
+        "address": address,
+        "invoice_id": record.id,
+        "before": record.body,
+        "lifecycle": lifecycle,
+        "currency": _currency_of(record.body),
+        "amount_before": invoice_total(record.body),
+    }
+    if refreshed_here and live is None:
+        return Change(action=Action.FORGET, reason=REASON_DELETED_OUTSIDE, **common)
+    on_remove = record.lifecycle.on_remove
+    if on_remove == "forget":
+        return Change(action=Action.FORGET, **common)
+    locked = _locked_reason(live)
+    if on_remove == "void" and locked == "voided":
+        return Change(action=Action.FORGET, reason=REASON_ALREADY_VOIDED, **common)
+    action = Action.VOID if on_remove == "void" else Action.DELETE
+    blocked = None
+    if locked and locked != "voided":
+        verb = "voided" if action is Action.VOID else "deleted"
+        blocked = (
+            f"invoice {record.id} is {locked} in Campfire; it can no longer be {verb}"
+            f" (`invoicesync state rm {address}` stops managing it and leaves it in Campfire)"
+        )
+    return Change(action=action, blocked=blocked, **common)
+
+
+def _replacement(
+    spec: DesiredInvoice, record: InvoiceRecord, lineage: str, refreshed_here: bool, live: Mapping[str, Any] | None
+) -> Change:
+    body = with_source(spec.wire, lineage, spec.address)
+    digest = body_digest(body)
+    if refreshed_here and live is None:
+        return _create(spec, lineage, body=body, digest=digest, reason=REASON_DELETED_OUTSIDE)
+    locked = _locked_reason(live)
+    if locked == "voided":
+        return _create(spec, lineage, body=body, digest=digest, reason=REASON_REPLACE_VOIDED)
+    field_changes: list[FieldChange] = []
+    if record.digest != digest:
+        field_changes = _field_changes(_diff(_norm(record.body), _norm(body)))
+    field_changes += _lifecycle_changes(record, spec)
+    on_remove = spec.lifecycle.on_remove
+    blocked = None
+    if locked and on_remove != "forget":
+        verb = "voided" if on_remove == "void" else "deleted"
+        blocked = f"invoice {record.id} is {locked} in Campfire; it can no longer be {verb}"
+    old_currency = _currency_of(record.body)
+    return Change(
+        address=spec.address,
+        action=Action.REPLACE,
+        invoice_id=record.id,
+        body=body,
+        digest=digest,
+        before=record.body,
+        field_changes=tuple(field_changes),
+        lifecycle=_lifecycle_of(spec),
+        location=str(spec.location),
+        currency=spec.currency,
+        currency_before=old_currency if old_currency != spec.currency else None,
+        amount=invoice_total(body),
+        amount_before=invoice_total(record.body),
+        reason=REASON_REPLACE,
+        blocked=blocked,
+    )
+
+
+def _existing(
+    spec: DesiredInvoice, record: InvoiceRecord, lineage: str, refreshed_here: bool, live: Mapping[str, Any] | None
+) -> Change:
+    body = with_source(spec.wire, lineage, spec.address)
+    digest = body_digest(body)
+    if refreshed_here and live is None:
+        return _create(spec, lineage, body=body, digest=digest, reason=REASON_DELETED_OUTSIDE)
+
+    spec_changed = record.digest != digest
+    body_norm = _norm(body)
+    spec_diff = _diff(_norm(record.body), body_norm) if spec_changed else {}
+    lifecycle_changes = _lifecycle_changes(record, spec)
+    drift: _Diff = {}
+    remote_view: dict[str, Any] = {}
+    locked = None
+    if live is not None:
+        locked = _locked_reason(live)
+        drift, remote_view = _drift(record.body, live)
+
+    old_currency = _currency_of(record.body)
+    common: dict[str, Any] = {
+        "address": spec.address,
+        "invoice_id": record.id,
+        "digest": digest,
+        "lifecycle": _lifecycle_of(spec),
+        "location": str(spec.location),
+        "currency": spec.currency,
+        "currency_before": old_currency if old_currency != spec.currency else None,
+    }
+
+    if locked:
+        merged, drifted = _merge(spec_diff, drift, body_norm) if spec_diff else ({}, set())
+        if merged:
+            return Change(
+                action=Action.UPDATE,
+                body=body,
+                before=record.body,
+                patch=_patch(merged, body),
+                field_changes=tuple(_field_changes(merged, drifted) + lifecycle_changes),
+                amount=invoice_total(body),
+                amount_before=invoice_total({**record.body, **remote_view} if drifted else record.body),
+                reason=REASON_DRIFT if drifted else None,
+                blocked=f"invoice {record.id} is {locked} in Campfire; it can no longer be changed",
+                **common,
+            )
+        if lifecycle_changes or spec_changed:
+            return _state_only(common, body, record, lifecycle_changes)
+        if locked == "voided":
+            note: str | None = "voided in Campfire"
+        elif drift:
+            note = f"{REASON_DRIFT}, but {locked} in Campfire: left as is"
+        else:
+            note = None
+        total = invoice_total(record.body)
+        return Change(action=Action.NOOP, amount=total, amount_before=total, reason=note, **common)
+
+    merged, drifted = _merge(spec_diff, drift, body_norm)
+    if merged:
+        return Change(
+            action=Action.UPDATE,
+            body=body,
+            before=record.body,
+            patch=_patch(merged, body),
+            field_changes=tuple(_field_changes(merged, drifted) + lifecycle_changes),
+            amount=invoice_total(body),
+            amount_before=invoice_total({**record.body, **remote_view} if drifted else record.body),
+            reason=REASON_DRIFT if drifted else None,
+            **common,
+        )
+    if lifecycle_changes or spec_changed:
+        return _state_only(common, body, record, lifecycle_changes)
+    total = invoice_total(record.body)
+    return Change(action=Action.NOOP, amount=total, amount_before=total, **common)
+
+
+def _state_only(
+    common: Mapping[str, Any], body: dict[str, Any], record: InvoiceRecord, lifecycle_changes: list[FieldChange]
+) -> Change:
+    """An UPDATE with an empty patch: apply records the new body digest and lifecycle, and sends nothing."""
+    return Change(
+        action=Action.UPDATE,
+        body=body,
+        before=record.body,
+        patch={},
+        field_changes=tuple(lifecycle_changes),
+        amount=invoice_total(body),
+        amount_before=invoice_total(record.body),
+        reason=REASON_STATE_ONLY,
+        **common,
+    )
+
+
+def _destroys(change: Change) -> bool:
+    """Whether carrying out the change voids or deletes an invoice in Campfire."""
+    if change.action in (Action.VOID, Action.DELETE):
+        return True
+    return change.action is Action.REPLACE and change.lifecycle.get("on_remove", "void") != "forget"
+
+
+def _protected_message(changes: Sequence[Change]) -> str:
+    n = len(changes)
+    lines = [
+        f"The plan would destroy {n} invoice{'s' if n != 1 else ''} protected by lifecycle.prevent_destroy:"
+    ]
+    removed = False
+    replaced = False
+    for change in changes:
+        if change.action is Action.REPLACE:
+            replaced = True
+            what = f"replace (the old invoice would be {change.lifecycle.get('on_remove', 'void')}ed)"
+        else:
+            removed = True
+            what = f"{change.action.value}, its spec was removed"
+        lines.append(f"  {change.address} (id {change.invoice_id}): {what}")
+    lines.append("Nothing was changed. To go ahead:")
+    if removed:
+        lines.append(
+            "  - to remove an invoice: put its spec back with `lifecycle: {prevent_destroy: false}`,"
+            " apply, then remove the spec and apply again;"
+        )
+    if replaced:
+        lines.append("  - to replace an invoice: set `prevent_destroy: false` in its spec and apply first, or drop --replace;")
+    lines.append(
+        "  - to stop managing an invoice and leave it in Campfire as it is: `invoicesync state rm ADDRESS`."
+    )
+    return "\n".join(lines)
+
+
+# --- address globs ---------------------------------------------------------------------------------
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(translate(pattern))
+
+
+def _select_targets(universe: Iterable[str], targets: Sequence[str]) -> set[str]:
+    addresses = sorted(universe)
+    if not targets:
+        return set(addresses)
+    selected: set[str] = set()
+    unmatched: list[str] = []
+    for pattern in targets:
+        rx = _glob(pattern)
+        hits = [a for a in addresses if rx.match(a)]
+        if not hits:
+            unmatched.append(pattern)
+        selected.update(hits)
+    if unmatched:
+        raise PlanError(
+            "\n".join(
+                f"--target {p} matches no address in the specs or the state.{_did_you_mean(p, addresses)}"
+                for p in unmatched
+            )
+        )
+    return selected
+
+
+def _select_replacements(
+    replace: Sequence[str],
+    selected: set[str],
+    desired: Mapping[str, DesiredInvoice],
+    records: Mapping[str, InvoiceRecord],
+) -> set[str]:
+    candidates = sorted(a for a in selected if a in desired and a in records)
+    chosen: set[str] = set()
+    problems: list[str] = []
+    for pattern in replace:
+        rx = _glob(pattern)
+        hits = [a for a in candidates if rx.match(a)]
+        if hits:
+            chosen.update(hits)
+            continue
+        if any(rx.match(a) for a in desired if a not in records):
+            why = "only invoices not created yet, so there is nothing to replace"
+        elif any(rx.match(a) for a in records if a not in desired):
+            why = "only invoices whose spec was removed; they are removed, not replaced"
+        elif any(rx.match(a) for a in records):
+            why = "only addresses outside the --target addresses"
+        else:
+            why = "no invoice in the specs or the state"
+        problems.append(f"--replace {pattern} matches {why}.{_did_you_mean(pattern, candidates)}")
+    if problems:
+        raise PlanError("\n".join(problems))
+    return chosen
+
+
+def _did_you_mean(pattern: str, addresses: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(pattern, addresses, n=3)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
+# --- field diffs -----------------------------------------------------------------------------------
+
+
+def _norm(value: Any) -> Any:
+    """One Python value per JSON value: integral numbers as int, others as canonical Decimal.
+
+    Bodies from the specs hold ``Decimal('50')`` where the state file read back ``50``; money must
+    compare exactly (so no ``ignore_numeric_type_changes``, which rounds to significant digits).
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Decimal):
+        if value.is_finite() and value == value.to_integral_value():
+            return int(value)
+        return canonical_decimal(value) if value.is_finite() else value
+    if isinstance(value, float):
+        return _norm(Decimal(str(value)))
+    if isinstance(value, Mapping):
+        return {str(k): _norm(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_norm(v) for v in value]
+    return value
+
+
+def _diff(before: Any, after: Any) -> _Diff:
+    """``{path: (before, after)}`` for every leaf that differs between two normalised bodies."""
+    if before == after:
+        return {}
+    from deepdiff.helper import NotPresent
+
+    out: _Diff = {}
+    tree = DeepDiff(before, after, view="tree", threshold_to_diff_deeper=0)
+    for levels in tree.values():
+        for level in levels:
+            path = tuple(level.path(output_format="list"))
+            old = None if isinstance(level.t1, NotPresent) else level.t1
+            new = None if isinstance(level.t2, NotPresent) else level.t2
+            out[path] = (old, new)
+    return out
+
+
+def _drift(record_body: Mapping[str, Any], live: Mapping[str, Any]) -> tuple[_Diff, dict[str, Any]]:
+    """What Campfire holds that differs from the body last applied: ``({path: (applied, remote)}, remote view)``.
+
+    Only the keys of the applied body are compared, and only those Campfire returned.
+    """
+    view = _align(project_remote(live, record_body), record_body)
+    if not isinstance(view, dict):
+        return {}, {}
+    applied = _restrict(record_body, view)
+    return _diff(_norm(applied), _norm(view)), view
+
+
+def _align(value: Any, like: Any) -> Any:
+    """Read numeric strings as Decimal where the applied body has a number (``"50.00"`` vs ``50``)."""
+    if isinstance(value, str) and isinstance(like, (int, Decimal)) and not isinstance(like, bool):
+        try:
+            return Decimal(value)
+        except ArithmeticError:
+            return value
+    if isinstance(value, Mapping) and isinstance(like, Mapping):
+        return {k: _align(v, like.get(k)) for k, v in value.items()}
+    if isinstance(value, list) and isinstance(like, list):
+        return [_align(v, like[i] if i < len(like) else (like[-1] if like else None)) for i, v in enumerate(value)]
+    return value
+
+
+def _restrict(record_body: Mapping[str, Any], view: Mapping[str, Any]) -> dict[str, Any]:
+    """The applied body cut to the keys the remote view has (line keys too, line by line)."""
+    out: dict[str, Any] = {}
+    for key, value in view.items():
+        applied = record_body.get(key)
+        if isinstance(applied, list) and isinstance(value, list):
+            lines: list[Any] = []
+            for i, item in enumerate(applied):
+                other = value[i] if i < len(value) else None
+                if isinstance(item, Mapping) and isinstance(other, Mapping):
+                    lines.append({k: v for k, v in item.items() if k in other})
+                else:
+                    lines.append(item)
+            out[key] = lines
+        else:
+            out[key] = applied
+    return out
+
+
+def _get(value: Any, path: _Path) -> Any:
+    for part in path:
+        if isinstance(part, int) and isinstance(value, list) and 0 <= part < len(value):
+            value = value[part]
+        elif isinstance(part, str) and isinstance(value, Mapping) and part in value:
+            value = value[part]
+        else:
+            return None
+    return value
+
+
+def _merge(spec_diff: _Diff, drift: _Diff, body_norm: Any) -> tuple[_Diff, set[_Path]]:
+    """Spec changes plus drift put back to the spec, and which paths of the result are drift.
+
+    A drifted path shows the remote value as ``before``; one whose remote value already is what the
+    spec wants needs nothing and is dropped.
+    """
+    merged: _Diff = dict(spec_diff)
+    drifted: set[_Path] = set()
+    for path, (_applied, remote_value) in drift.items():
+        wanted = spec_diff[path][1] if path in spec_diff else _get(body_norm, path)
+        if remote_value == wanted:
+            merged.pop(path, None)
+            continue
+        merged[path] = (remote_value, wanted)
+        drifted.add(path)
+    return merged, drifted
+
+
+def _path_text(path: _Path) -> str:
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _path_key(path: _Path) -> tuple[tuple[int, int, str], ...]:
+    return tuple((0, p, "") if isinstance(p, int) else (1, 0, p) for p in path)
+
+
+def _field_changes(diff: _Diff, drift: Iterable[_Path] = ()) -> list[FieldChange]:
+    drifted = set(drift)
+    return [
+        FieldChange(_path_text(p), diff[p][0], diff[p][1], drift=p in drifted)
+        for p in sorted(diff, key=_path_key)
+    ]
+
+
+def _patch(diff: _Diff, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The PATCH payload: each changed top-level field's new value (None when removed; all of lines)."""
+    keys = sorted({str(p[0]) for p in diff if p})
+    return {k: body.get(k) for k in keys}
+
+
+def _lifecycle_changes(record: InvoiceRecord, spec: DesiredInvoice) -> list[FieldChange]:
+    out: list[FieldChange] = []
+    if record.lifecycle.prevent_destroy != spec.lifecycle.prevent_destroy:
+        out.append(
+            FieldChange("lifecycle.prevent_destroy", record.lifecycle.prevent_destroy, spec.lifecycle.prevent_destroy)
+        )
+    if record.lifecycle.on_remove != spec.lifecycle.on_remove:
+        out.append(FieldChange("lifecycle.on_remove", record.lifecycle.on_remove, spec.lifecycle.on_remove))
+    return out
+
+
+# --- the plan document -----------------------------------------------------------------------------
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """The plan as the documented JSON document (``--format json`` and the saved-plan file).
+
+    Keys are described in ``docs/plan-json.md``. Money totals and amounts are strings with at least
+    two decimals (``"55.00"``); bodies, patches and field values keep their numbers as ``Decimal``,
+    so serialise with ``models.dumps_json`` (JSON numbers, never floats). No-op changes are included
+    (so the document accounts for every address) but carry no body, before or patch.
+    """
+    summary = counts(plan)
+    return {
+        "format_version": PLAN_FORMAT_VERSION,
+        "kind": PLAN_KIND,
+        "environment": plan.environment,
+        "lineage": plan.lineage,
+        "serial": plan.serial,
+        "specs_digest": plan.specs_digest,
+        "refreshed": plan.refreshed,
+        "targets": list(plan.targets),
+        "summary": {
+            "create": summary["create"],
+            "update": summary["update"],
+            "replace": summary["replace"],
+            "remove": summary["remove"],
+            "no_op": summary["noop"],
+            "blocked": summary["blocked"],
+        },
+        "totals": [
+            {
+                "currency": t.currency,
+                "create": money_text(t.create),
+                "update": money_text(t.update),
+                "remove": money_text(t.remove),
+                "net": money_text(t.net),
+            }
+            for t in plan_totals(plan)
+        ],
+        "changes": [_change_to_dict(c) for c in plan.changes],
+    }
+
+
+def _change_to_dict(change: Change) -> dict[str, Any]:
+    return {
+        "address": change.address,
+        "action": change.action.value,
+        "invoice_id": change.invoice_id,
+        "reason": change.reason,
+        "blocked": change.blocked,
+        "location": change.location,
+        "currency": change.currency,
+        "currency_before": change.currency_before,
+        "amount": money_text(change.amount),
+        "amount_before": money_text(change.amount_before),
+        "field_changes": [
+            {"path": f.path, "before": f.before, "after": f.after, "drift": f.drift} for f in change.field_changes
+        ],
+        "lifecycle": dict(change.lifecycle),
+        "digest": change.digest,
+        "body": None if change.body is None else dict(change.body),
+        "before": None if change.before is None else dict(change.before),
+        "patch": None if change.patch is None else dict(change.patch),
+    }
+
+
+class _FieldChangeDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    before: Any = None
+    after: Any = None
+    drift: bool = False
+
+
+class _LifecycleDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prevent_destroy: bool = False
+    on_remove: Literal["void", "delete", "forget"] = "void"
+
+
+class _ChangeDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str
+    action: Action
+    invoice_id: int | None = None
+    reason: str | None = None
+    blocked: str | None = None
+    location: str | None = None
+    currency: str = "USD"
+    currency_before: str | None = None
+    amount: Decimal = Decimal(0)
+    amount_before: Decimal = Decimal(0)
+    field_changes: list[_FieldChangeDoc] = []
+    lifecycle: _LifecycleDoc | None = None
+    digest: str | None = None
+    body: dict[str, Any] | None = None
+    before: dict[str, Any] | None = None
+    patch: dict[str, Any] | None = None
+
+
+class _PlanDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int
+    kind: str
+    environment: str
+    lineage: str
+    serial: int
+    specs_digest: str
+    refreshed: bool = False
+    targets: list[str] = []
+    summary: dict[str, int] | None = None  # derived; recomputed from the changes
+    totals: list[dict[str, Any]] | None = None  # derived; recomputed from the changes
+    changes: list[_ChangeDoc]
+
+
+def plan_from_dict(data: Mapping[str, Any]) -> Plan:
+    """Read a plan document back (the inverse of ``plan_to_dict``; load the JSON with ``models.loads_json``).
+
+    Raises ``PlanError`` when it is not an invoicesync plan, has a ``format_version`` this version
+    does not know, or is malformed (the message names the offending key).
+    """
+    if not isinstance(data, Mapping):
+        raise PlanError("This is not an invoicesync plan: expected a JSON object.")
+    if data.get("kind") != PLAN_KIND:
+        raise PlanError(f'This is not an invoicesync plan: "kind" is {data.get("kind")!r}, expected {PLAN_KIND!r}.')
+    version = data.get("format_version")
+    if version != PLAN_FORMAT_VERSION:
+        raise PlanError(
+            f"Plan format_version {version!r} is not supported: this invoicesync reads format_version "
+            f"{PLAN_FORMAT_VERSION}. Make the plan again with this version."
+        )
+    try:
+        doc = _PlanDoc.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = "; ".join(f"{_loc_text(e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        more = len(exc.errors()) - 5
+        suffix = f" (and {more} more)" if more > 0 else ""
+        raise PlanError(f"The plan is malformed: {problems}{suffix}.") from exc
+    return Plan(
+        environment=doc.environment,
+        lineage=doc.lineage,
+        serial=doc.serial,
+        specs_digest=doc.specs_digest,
+        refreshed=doc.refreshed,
+        targets=tuple(doc.targets),
+        changes=tuple(_change_from_doc(c) for c in doc.changes),
+    )
+
+
+def _change_from_doc(doc: _ChangeDoc) -> Change:
+    lifecycle = doc.lifecycle.model_dump() if doc.lifecycle is not None else {}
+    return Change(
+        address=doc.address,
+        action=doc.action,
+        invoice_id=doc.invoice_id,
+        body=doc.body,
+        digest=doc.digest,
+        before=doc.before,
+        patch=doc.patch,
+        field_changes=tuple(FieldChange(f.path, f.before, f.after, f.drift) for f in doc.field_changes),
+        lifecycle=lifecycle,
+        location=doc.location,
+        currency=doc.currency,
+        currency_before=doc.currency_before,
+        amount=doc.amount,
+        amount_before=doc.amount_before,
+        reason=doc.reason,
+        blocked=doc.blocked,
+    )
+
+
+def _loc_text(loc: Sequence[str | int]) -> str:
+    return _path_text(tuple(loc)) or "(document)"

@@ -92,6 +92,9 @@ async def execute_plan(
     reconcile) and are recorded.
     """
     started = time.monotonic()
+    if not store.exists():
+        # The lineage is in every source_id about to be sent: it must be on disk before the first create.
+        state = store.save(state)
     run = _Run(
         plan=plan,
         client=client,

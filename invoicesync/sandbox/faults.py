@@ -1,0 +1,253 @@
+"""Fault injection for the sandbox: the settings, the seeded dice, and the counters.
+
+Owns ``FaultSettings`` (what to inject), ``FaultInjector`` (decides, per Campfire request, which
+fault if any to inject, from a ``random.Random(seed)`` so a seeded run is reproducible) and
+``Stats`` (request and fault counters served at ``GET /_sandbox/stats``).
+
+The three rates are fractions of requests and are exclusive: one draw per request picks throttle
+(429 with ``Retry-After``), else fail (500 before anything is committed), else drop (the change is
+committed, then the connection is dropped with no response). Their sum is capped at 1 in that
+order. ``latency_ms`` delays every Campfire request, faulted or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+import random
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from invoicesync.models import dumps_json
+
+
+@dataclass(frozen=True)
+class FaultSettings:
+    """What the sandbox injects into Campfire requests (never into ``/_sandbox/``)."""
+
+    latency_ms: float = 0
+    fail_rate: float = 0
+    throttle_rate: float = 0
+    drop_rate: float = 0
+    seed: int | None = None
+    retry_after: float = 1
+
+    def __post_init__(self) -> None:
+        for name in ("fail_rate", "throttle_rate", "drop_rate"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be between 0 and 1, not {value}")
+        if self.latency_ms < 0:
+            raise ValueError(f"latency_ms must not be negative, not {self.latency_ms}")
+        if self.retry_after < 0:
+            raise ValueError(f"retry_after must not be negative, not {self.retry_after}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as the control API shows them."""
+        return asdict(self)
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """``Retry-After`` as sent: whole seconds, rounded up as DRF's throttling does."""
+        return math.ceil(self.retry_after)
+
+
+class Fault(enum.Enum):
+    """What happens to one Campfire request."""
+
+    NONE = "none"
+    THROTTLE = "throttle"
+    FAIL = "fail"
+    DROP = "drop"
+
+
+class FaultInjector:
+    """Current settings and the seeded random stream the faults are drawn from (thread-safe)."""
+
+    def __init__(self, settings: FaultSettings | None = None) -> None:
+        self._lock = threading.Lock()
+        self._settings = settings or FaultSettings()
+        self._rng = random.Random(self._settings.seed)
+
+    @property
+    def settings(self) -> FaultSettings:
+        """The settings in force."""
+        return self._settings
+
+    def configure(self, settings: FaultSettings, *, reseed: bool = True) -> None:
+        """Replace the settings; ``reseed`` restarts the random stream from ``settings.seed``."""
+        with self._lock:
+            self._settings = settings
+            if reseed:
+                self._rng = random.Random(settings.seed)
+
+    def draw(self) -> Fault:
+        """Decide the fault for one request."""
+        with self._lock:
+            s = self._settings
+            if not (s.throttle_rate or s.fail_rate or s.drop_rate):
+                return Fault.NONE
+            r = self._rng.random()
+        if r < s.throttle_rate:
+            return Fault.THROTTLE
+        if r < s.throttle_rate + s.fail_rate:
+            return Fault.FAIL
+        if r < s.throttle_rate + s.fail_rate + s.drop_rate:
+            return Fault.DROP
+        return Fault.NONE
+
+
+class Stats:
+    """Request and fault counters (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._by_method: Counter[str] = Counter()
+        self._by_status: Counter[str] = Counter()
+
+    def request(self, method: str) -> None:
+        """Count one Campfire request."""
+        with self._lock:
+            self._counts["requests"] += 1
+            self._by_method[method] += 1
+
+    def response(self, status: int) -> None:
+        """Count one response status (including injected ones)."""
+        with self._lock:
+            self._by_status[str(status)] += 1
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name`` (``creates``, ``throttled``, ``failed``, ...)."""
+        with self._lock:
+            self._counts[name] += n
+
+    def reset(self) -> None:
+        """Zero every counter."""
+        with self._lock:
+            self._counts.clear()
+            self._by_method.clear()
+            self._by_status.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        """All counters, as ``GET /_sandbox/stats`` shows them."""
+        with self._lock:
+            out: dict[str, Any] = {
+                name: self._counts[name]
+                for name in (
+                    "requests",
+                    "creates",
+                    "updates",
+                    "deletes",
+                    "voids",
+                    "reopens",
+                    "payments",
+                    "payment_voids",
+                    "idempotent_replays",
+                    "idempotency_conflicts",
+                    "throttled",
+                    "failed",
+                    "dropped",
+                    "delayed",
+                )
+            }
+            out["by_method"] = dict(self._by_method)
+            out["by_status"] = dict(self._by_status)
+            return out
+
+
+class DroppedConnection(Exception):
+    """Raised after a response has started, so that the server aborts the connection mid-response.
+
+    Uvicorn closes the connection when an app raises after ``http.response.start``; the client has
+    headers announcing a body that never comes and httpx raises ``RemoteProtocolError``. The
+    sandbox's in-process transport turns this exception into that same httpx error.
+    """
+
+
+_SERVER_ERROR = b"<!doctype html>\n<html lang=\"en\">\n<head><title>Server Error (500)</title></head>\n<body><h1>Server Error (500)</h1><p></p></body>\n</html>\n"
+
+
+def throttle_detail(wait: int) -> str:
+    """DRF's throttled message for a wait of ``wait`` seconds."""
+    return f"Request was throttled. Expected available in {wait} second{'' if wait == 1 else 's'}."
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class FaultMiddleware:
+    """ASGI middleware injecting latency, 429s, 500s and dropped connections into Campfire paths.
+
+    A throttle or failure answers before the app runs, so nothing is committed. A drop lets the app
+    run to the end (the change is committed) and then sends only the response headers before
+    raising ``DroppedConnection``. A bodiless response (204) is announced as a 200 with a one-byte
+    body for the drop, since a complete 204 could not be cut short.
+    """
+
+    def __init__(self, app: ASGIApp, injector: FaultInjector, stats: Stats) -> None:
+        self.app = app
+        self.injector = injector
+        self.stats = stats
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/_sandbox"):
+            await self.app(scope, receive, send)
+            return
+        self.stats.request(scope["method"])
+        settings = self.injector.settings
+        if settings.latency_ms > 0:
+            self.stats.add("delayed")
+            await asyncio.sleep(settings.latency_ms / 1000)
+        fault = self.injector.draw()
+        if fault is Fault.THROTTLE:
+            self.stats.add("throttled")
+            self.stats.response(429)
+            wait = settings.retry_after_seconds
+            body = dumps_json({"detail": throttle_detail(wait)}).encode()
+            await _respond(send, 429, body, b"application/json", [(b"retry-after", str(wait).encode())])
+            return
+        if fault is Fault.FAIL:
+            self.stats.add("failed")
+            self.stats.response(500)
+            await _respond(send, 500, _SERVER_ERROR, b"text/html; charset=utf-8", [])
+            return
+        if fault is Fault.DROP:
+            await self._drop(scope, receive, send)
+            return
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.stats.response(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+    async def _drop(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start: Message | None = None
+        body = bytearray()
+
+        async def capture(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+
+        await self.app(scope, receive, capture)
+        self.stats.add("dropped")
+        status = start["status"] if start else 200
+        headers = [(k, v) for k, v in (start["headers"] if start else []) if k.lower() != b"content-length"]
+        if not body:
+            status = 200 if status == 204 else status
+        headers.append((b"content-length", str(max(len(body), 1)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        raise DroppedConnection(f"{scope['method']} {scope['path']}: response dropped by fault injection")

@@ -1,0 +1,329 @@
+"""Workspace configuration: where the workspace is, what its config says, and which environment a run uses.
+
+Owns: finding the workspace root (``-C DIR``, else the current folder or the nearest parent holding a
+config), reading ``invoicesync.toml`` (keys at the top level) or ``[tool.invoicesync]`` in
+``pyproject.toml``, checking every key, choosing the environment, and applying the overrides of the
+process environment (``INVOICESYNC_ENV``, ``CAMPFIRE_BASE_URL``, and the variable named by
+``api_key_env``). The result is a frozen :class:`Settings`.
+
+Never uses the network and never prints. Every problem is a :class:`~invoicesync.errors.ConfigError`
+naming the file and key; the API key never appears in a message or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from invoicesync.errors import ConfigError
+
+CONFIG_FILE = "invoicesync.toml"
+PYPROJECT_FILE = "pyproject.toml"
+DEFAULT_BASE_URL = "https://api.meetcampfire.com"
+DEFAULT_API_KEY_ENV = "CAMPFIRE_API_KEY"
+DEFAULT_ENVIRONMENT = "default"
+
+ENV_ENVIRONMENT = "INVOICESYNC_ENV"
+ENV_BASE_URL = "CAMPFIRE_BASE_URL"
+
+_TOP_KEYS = ("specs", "state", "default_environment", "environments")
+_ENV_KEYS = ("endpoint", "base_url", "api_key_env", "vars", "var_files")
+_ENDPOINTS = ("sandbox", "http")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+Endpoint = Literal["sandbox", "http"]
+
+
+def _empty_vars() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One named target: the embedded sandbox, or a Campfire API reached over HTTP.
+
+    ``vars`` are template variables (an immutable view) and ``var_files`` absolute paths of YAML
+    files of more variables, read by :mod:`invoicesync.specs`.
+    """
+
+    name: str
+    endpoint: Endpoint
+    base_url: str = DEFAULT_BASE_URL
+    api_key_env: str = DEFAULT_API_KEY_ENV
+    vars: Mapping[str, Any] = field(default_factory=_empty_vars)
+    var_files: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command needs to know about the workspace and the chosen environment."""
+
+    root: Path
+    specs_dir: Path
+    state_dir: Path
+    environment: Environment
+    api_key: str | None = field(default=None, repr=False)
+    config_file: Path | None = None
+    environment_names: tuple[str, ...] = ()
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the workspace root, in ``/`` form, for messages (as given when outside it)."""
+        try:
+            return Path(os.path.abspath(path)).relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+
+def load_settings(
+    root: Path | None = None,
+    *,
+    environment: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Find the workspace, read its config and resolve the environment of this run.
+
+    ``root`` is ``-C DIR``; without it the current folder is used, or the nearest parent holding an
+    ``invoicesync.toml`` or a ``pyproject.toml`` with ``[tool.invoicesync]`` when the current folder
+    has neither. ``environment`` is ``-e NAME`` and beats ``INVOICESYNC_ENV``, which beats the
+    config's ``default_environment``. ``environ`` defaults to ``os.environ``.
+
+    Raises :class:`ConfigError` for a missing workspace folder, unreadable or invalid config, an
+    unknown key (with a suggestion) or an environment the config does not define.
+    """
+    env_vars: Mapping[str, str] = os.environ if environ is None else environ
+    workspace = _find_root(root)
+    config_file, table, prefix = _read_config(workspace)
+    where = config_file.name if config_file is not None else "configuration"
+
+    _check_keys(table, _TOP_KEYS, where, prefix)
+    specs_dir = workspace / _path_value(table, "specs", "specs", where, prefix)
+    state_dir = workspace / _path_value(table, "state", "state", where, prefix)
+
+    envs_raw = table.get("environments", {})
+    if not isinstance(envs_raw, dict):
+        raise ConfigError(f"{where}: {_key(prefix, 'environments')} must be a table of environments")
+    names = tuple(envs_raw)
+    for name in names:
+        if not _ENV_NAME_RE.match(name):
+            raise ConfigError(
+                f"{where}: environment name {name!r} is not valid: use letters, digits, '-', '_' and '.'"
+            )
+
+    default_env = table.get("default_environment")
+    if default_env is not None:
+        if not isinstance(default_env, str):
+            raise ConfigError(f"{where}: {_key(prefix, 'default_environment')} must be a string")
+        if default_env not in envs_raw:
+            raise ConfigError(
+                f"{where}: {_key(prefix, 'default_environment')} names environment {default_env!r}, "
+                f"which is not defined; {_defined(names)}"
+            )
+
+    chosen = environment or env_vars.get(ENV_ENVIRONMENT) or default_env
+    if chosen is None:
+        if len(names) > 1:
+            raise ConfigError(
+                f"{where}: several environments are defined ({', '.join(names)}); choose one with "
+                f"-e NAME or {ENV_ENVIRONMENT}, or set default_environment"
+            )
+        chosen = names[0] if names else DEFAULT_ENVIRONMENT
+
+    if chosen in envs_raw:
+        env = _environment(chosen, envs_raw[chosen], workspace, where, _key(prefix, f"environments.{chosen}"))
+    elif not names and chosen == DEFAULT_ENVIRONMENT:
+        env = Environment(name=DEFAULT_ENVIRONMENT, endpoint="http")
+    else:
+        source = "-e" if environment else ENV_ENVIRONMENT
+        raise ConfigError(f"environment {chosen!r} (from {source}) is not defined in {where}; {_defined(names)}")
+
+    override_url = env_vars.get(ENV_BASE_URL)
+    if override_url:
+        # CAMPFIRE_BASE_URL points any environment, the sandbox one included, at an HTTP server.
+        env = Environment(
+            name=env.name,
+            endpoint="http",
+            base_url=_check_url(override_url, ENV_BASE_URL),
+            api_key_env=env.api_key_env,
+            vars=env.vars,
+            var_files=env.var_files,
+        )
+
+    return Settings(
+        root=workspace,
+        specs_dir=specs_dir,
+        state_dir=state_dir,
+        environment=env,
+        api_key=env_vars.get(env.api_key_env) or None,
+        config_file=config_file,
+        environment_names=names,
+    )
+
+
+# --- finding and reading the config -----------------------------------------------------------------
+
+
+def _find_root(root: Path | None) -> Path:
+    if root is not None:
+        path = Path(os.path.abspath(root))
+        if not path.is_dir():
+            raise ConfigError(f"workspace folder {str(root)!r} does not exist or is not a folder")
+        return path
+    cwd = Path(os.path.abspath(os.getcwd()))
+    for candidate in (cwd, *cwd.parents):
+        if _has_config(candidate):
+            return candidate
+    return cwd
+
+
+def _has_config(folder: Path) -> bool:
+    if (folder / CONFIG_FILE).is_file():
+        return True
+    pyproject = folder / PYPROJECT_FILE
+    if not pyproject.is_file():
+        return False
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    # A cheap check first: most pyproject.toml files on the way up have nothing of ours.
+    if "tool.invoicesync" not in text and "invoicesync" not in text:
+        return False
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return False
+    tool = data.get("tool")
+    return isinstance(tool, dict) and "invoicesync" in tool
+
+
+def _read_config(root: Path) -> tuple[Path | None, dict[str, Any], str]:
+    """The config file, its invoicesync table, and the key prefix used in messages."""
+    own = root / CONFIG_FILE
+    pyproject = root / PYPROJECT_FILE
+    own_table = _load_toml(own) if own.is_file() else None
+    py_table: dict[str, Any] | None = None
+    if pyproject.is_file():
+        tool = _load_toml(pyproject).get("tool")
+        if isinstance(tool, dict) and "invoicesync" in tool:
+            value = tool["invoicesync"]
+            if not isinstance(value, dict):
+                raise ConfigError(f"{PYPROJECT_FILE}: [tool.invoicesync] must be a table")
+            py_table = value
+    if own_table is not None and py_table is not None:
+        raise ConfigError(
+            f"both {CONFIG_FILE} and [tool.invoicesync] in {PYPROJECT_FILE} configure this workspace "
+            f"({root}); keep one of them"
+        )
+    if own_table is not None:
+        return own, own_table, ""
+    if py_table is not None:
+        return pyproject, py_table, "tool.invoicesync"
+    return None, {}, ""
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path.name}: cannot be read: {exc}") from exc
+    try:
+        # Decimal, never float: vars may hold rates and prices.
+        return tomllib.loads(text, parse_float=Decimal)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path.name}: not valid TOML: {exc}") from exc
+
+
+# --- checking values -----------------------------------------------------------------------------
+
+
+def _key(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _defined(names: Iterable[str]) -> str:
+    listed = ", ".join(names)
+    return f"defined environments: {listed}" if listed else "no environments are defined"
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str, prefix: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(
+                f"{where}: unknown key {_key(prefix, key)!r}{_suggest(key, allowed)}; "
+                f"allowed keys: {', '.join(allowed)}"
+            )
+
+
+def _path_value(table: Mapping[str, Any], key: str, default: str, where: str, prefix: str) -> Path:
+    value = table.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: {_key(prefix, key)} must be a folder path (a non-empty string)")
+    return Path(value)
+
+
+def _check_url(url: str, what: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ConfigError(f"{what} must be an http:// or https:// URL, got {url!r}")
+    return url.rstrip("/")
+
+
+def _environment(name: str, raw: Any, root: Path, where: str, prefix: str) -> Environment:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: {prefix} must be a table")
+    _check_keys(raw, _ENV_KEYS, where, prefix)
+
+    base_url = raw.get("base_url")
+    if base_url is not None:
+        if not isinstance(base_url, str):
+            raise ConfigError(f"{where}: {prefix}.base_url must be a string")
+        base_url = _check_url(base_url, f"{where}: {prefix}.base_url")
+
+    endpoint = raw.get("endpoint", "http")
+    if endpoint not in _ENDPOINTS:
+        raise ConfigError(
+            f"{where}: {prefix}.endpoint must be one of {', '.join(map(repr, _ENDPOINTS))}, got {endpoint!r}"
+        )
+    if endpoint == "sandbox" and base_url is not None:
+        raise ConfigError(
+            f"{where}: {prefix} sets both endpoint = \"sandbox\" and base_url; the embedded sandbox has no "
+            "URL (drop base_url, or drop endpoint to use an HTTP server)"
+        )
+
+    api_key_env = raw.get("api_key_env", DEFAULT_API_KEY_ENV)
+    if not isinstance(api_key_env, str) or not _VARIABLE_RE.match(api_key_env):
+        raise ConfigError(
+            f"{where}: {prefix}.api_key_env must be the name of an environment variable "
+            "(the key itself never goes in a file)"
+        )
+
+    variables = raw.get("vars", {})
+    if not isinstance(variables, dict):
+        raise ConfigError(f"{where}: {prefix}.vars must be a table of template variables")
+
+    var_files_raw = raw.get("var_files", [])
+    if not isinstance(var_files_raw, list) or not all(isinstance(v, str) and v for v in var_files_raw):
+        raise ConfigError(f"{where}: {prefix}.var_files must be a list of file paths")
+    var_files = tuple(Path(os.path.abspath(root / v)) for v in var_files_raw)
+
+    return Environment(
+        name=name,
+        endpoint="sandbox" if endpoint == "sandbox" else "http",
+        base_url=base_url or DEFAULT_BASE_URL,
+        api_key_env=api_key_env,
+        vars=MappingProxyType(dict(variables)),
+        var_files=var_files,
+    )

@@ -1,0 +1,1120 @@
+"""Spec files: from the files under ``specs/`` to validated, located :class:`DesiredInvoice` values.
+
+Owns: finding spec files (recursively, sorted by path), template variables (environment ``vars``,
+``var_files``, ``--var-file``, ``--var``), Jinja2 rendering of ``*.j2`` files in a sandbox with
+``StrictUndefined`` and no loader, YAML parsing (safe, bounded, floats read as ``Decimal``), file
+``defaults``, ``lifecycle``, derived fields (``due_date`` from ``terms``, line ``amount`` from
+``quantity`` x ``rate``), validation against :class:`~invoicesync.models.InvoiceBody`, and the
+source location of every problem.
+
+Every problem of a run is collected and raised together as one
+:class:`~invoicesync.errors.SpecErrors`; errors of yaml, jinja2 and pydantic are translated here and
+never reach the user raw. Never reads state and never calls the API.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import decimal
+import difflib
+import gc
+import operator
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NoReturn, cast
+
+import jinja2
+import simplejson
+import yaml
+from jinja2.exceptions import FilterArgumentError, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import ValidationError
+
+from invoicesync.config import Settings
+from invoicesync.errors import SourceLocation, SpecError, SpecErrors, UsageError
+from invoicesync.models import (
+    BODY_FIELDS,
+    LINE_FIELDS,
+    DesiredInvoice,
+    InvoiceBody,
+    Lifecycle,
+    Terms,
+    body_digest,
+    to_wire,
+)
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "MAX_SPEC_BYTES",
+    "SpecSet",
+    "load_specs",
+    "parse_cli_var",
+    "spec_template_env",
+]
+
+#: Largest spec file, and largest rendered template output, in bytes.
+MAX_SPEC_BYTES = 16 * 1024 * 1024
+#: Deepest nesting of mappings and sequences in a YAML document.
+MAX_DEPTH = 64
+#: Most values in one YAML document, counting every alias expansion (billion-laughs guard).
+MAX_NODES = 2_000_000
+
+_ADDRESS_RE = re.compile(r"^[A-Za-z0-9\-_.:/]{1,200}$")
+_VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_TOP_KEYS = ("defaults", "invoices")
+_LIFECYCLE_KEYS = ("prevent_destroy", "on_remove")
+_ON_REMOVE = ("void", "delete", "forget")
+
+#: Fields of Campfire's invoice responses that are not part of the request body.
+_READ_ONLY_FIELDS = frozenset(
+    {
+        "id",
+        "entity_name",
+        "client_name",
+        "contract_name",
+        "product_name",
+        "product_bundle_name",
+        "department_name_display",
+        "total_amount",
+        "amount_paid",
+        "amount_due",
+        "subtotal",
+        "tax_amount",
+        "status",
+        "created_at",
+        "last_modified_at",
+        "last_modified_by",
+        "created_by",
+        "payments",
+        "attachments",
+        "credit_memos",
+        "is_deleted",
+        "pdf_url",
+        "invoice_url",
+        "journal_entry_number",
+    }
+)
+
+_DAY = dt.timedelta(days=1)
+
+# --- public API -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpecSet:
+    """Every invoice the specs declare, sorted by address, and the spec files read (workspace-relative)."""
+
+    invoices: tuple[DesiredInvoice, ...]
+    files: tuple[str, ...]
+
+
+def load_specs(
+    settings: Settings,
+    *,
+    var_files: Sequence[Path] = (),
+    cli_vars: Sequence[str] = (),
+) -> SpecSet:
+    """Render, parse and validate every spec file of the workspace.
+
+    Variables, weakest first: the environment's ``vars``, its ``var_files``, then ``var_files``
+    (``--var-file``, relative paths taken from the workspace root, as with ``-C``), then
+    ``cli_vars`` (``--var k=v``). Raises :class:`SpecErrors` with every problem found, across all
+    files and invoices, or :class:`UsageError` for a malformed ``--var``.
+    """
+    with _gc_paused():
+        return _Loader(settings).load(var_files, cli_vars)
+
+
+def parse_cli_var(text: str) -> tuple[str, Any]:
+    """Split ``--var key=value``; the value is read as a YAML scalar, as Helm's ``--set`` does.
+
+    ``period=2025-07-01`` gives a date, ``seats=3`` an int, ``rate=0.1`` a ``Decimal``, ``flag=true``
+    a bool, ``code='007'`` the string ``007``; ``note=`` an empty string. A value YAML would read as
+    a list or mapping is kept as the plain string. ``key`` may be dotted (``customer.seats=3``).
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UsageError(f"--var {text!r}: expected KEY=VALUE")
+    if not _VAR_NAME_RE.match(key):
+        raise UsageError(f"--var {text!r}: {key!r} is not a variable name (letters, digits and _, dotted for nesting)")
+    if raw == "":
+        return key, ""
+    try:
+        value = _yaml_load_small(raw)
+    except yaml.YAMLError:
+        return key, raw
+    if isinstance(value, (dict, list)):
+        return key, raw
+    return key, value
+
+
+def spec_template_env() -> ImmutableSandboxedEnvironment:
+    """The Jinja2 environment spec templates render in.
+
+    Sandboxed and immutable, ``StrictUndefined``, no loader (``include``/``import``/``extends`` are
+    refused), no access to the process environment; filters ``add_days(n)``, ``add_months(n)``,
+    ``month_start``, ``month_end`` and ``decimal``. A float reaching the output is an error (money is
+    never a float): use ``| decimal`` or pass numbers in as variables.
+    """
+    env = _SpecEnvironment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        finalize=_finalize,
+    )
+    env.globals.pop("lipsum", None)
+    env.filters.update(
+        add_days=_add_days,
+        add_months=_add_months,
+        month_start=_month_start,
+        month_end=_month_end,
+        decimal=_to_decimal,
+    )
+    env.policies["json.dumps_function"] = _json_dumps
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True}
+    return env
+
+
+# --- Jinja ------------------------------------------------------------------------------------------
+
+
+class _IncludeRefused(jinja2.TemplateError):
+    """A template tried to read another template (include, import, extends)."""
+
+
+class _SpecEnvironment(ImmutableSandboxedEnvironment):
+    def _load_template(self, name: Any, globals: Any) -> NoReturn:  # noqa: A002 (jinja's signature)
+        raise _IncludeRefused(
+            f"cannot load {name!r}: spec templates cannot include, import or extend other files"
+        )
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, float):
+        raise jinja2.TemplateRuntimeError(
+            f"the float {value!r} reached the output; money is never a float: "
+            "use '...'|decimal or pass the number in as a variable"
+        )
+    if value is None:
+        return "null"
+    return value
+
+
+def _json_dumps(obj: Any, **kwargs: Any) -> str:
+    return simplejson.dumps(obj, use_decimal=True, default=_json_default, **kwargs)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, dt.date):
+        return obj.isoformat()
+    raise TypeError(f"{type(obj).__name__} cannot be written as JSON")
+
+
+def _as_date(value: Any, name: str) -> dt.date:
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise FilterArgumentError(f"{name}: expected a date or an ISO date string (YYYY-MM-DD), got {value!r}")
+
+
+def _as_int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise FilterArgumentError(f"{name}: expected a whole number, got {value!r}")
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise FilterArgumentError(f"{name}: expected a whole number, got {value!r}") from None
+
+
+def _add_days(value: Any, days: Any) -> dt.date:
+    """``date | add_days(n)``: n days later (earlier when negative)."""
+    return _as_date(value, "add_days") + dt.timedelta(days=_as_int(days, "add_days"))
+
+
+def _add_months(value: Any, months: Any) -> dt.date:
+    """``date | add_months(n)``: the same day n months later, clamped to the month's end (Jan 31 -> Feb 28)."""
+    date = _as_date(value, "add_months")
+    index = date.year * 12 + date.month - 1 + _as_int(months, "add_months")
+    year, month = divmod(index, 12)
+    if not 1 <= year <= 9999:
+        raise FilterArgumentError(f"add_months: {date} + {months} months is out of range")
+    day = min(date.day, calendar.monthrange(year, month + 1)[1])
+    return dt.date(year, month + 1, day)
+
+
+def _month_start(value: Any) -> dt.date:
+    """``date | month_start``: the first day of its month."""
+    return _as_date(value, "month_start").replace(day=1)
+
+
+def _month_end(value: Any) -> dt.date:
+    """``date | month_end``: the last day of its month."""
+    date = _as_date(value, "month_end")
+    return date.replace(day=calendar.monthrange(date.year, date.month)[1])
+
+
+def _to_decimal(value: Any) -> Decimal:
+    """``'0.1' | decimal``: an exact Decimal from a string or int (a float is refused)."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise FilterArgumentError(f"decimal: expected a string or a whole number, got {value!r}")
+    try:
+        return Decimal(value.strip() if isinstance(value, str) else value)
+    except (decimal.InvalidOperation, TypeError, ValueError):
+        raise FilterArgumentError(f"decimal: {value!r} is not a number") from None
+
+
+# Exceptions a template's own code can raise while rendering: its author's mistakes, not ours.
+_TEMPLATE_RUNTIME_ERRORS = (
+    jinja2.TemplateError,
+    ArithmeticError,
+    LookupError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    RecursionError,
+)
+
+
+class _OutputTooLarge(Exception):
+    pass
+
+
+def _render(env: ImmutableSandboxedEnvironment, source: str, rel: str, variables: Mapping[str, Any]) -> str:
+    """Render one template, bounded in output size; raise SpecError located at the template line."""
+    try:
+        code = env.compile(source, name=rel, filename=rel)
+        template = env.template_class.from_code(env, code, env.make_globals(None), None)
+    except jinja2.TemplateSyntaxError as exc:
+        raise SpecError(SourceLocation(rel, exc.lineno), f"template syntax error: {exc.message}") from exc
+    parts: list[str] = []
+    size = 0
+    try:
+        for chunk in template.generate(variables):
+            size += len(chunk)
+            if size > MAX_SPEC_BYTES:
+                raise _OutputTooLarge
+            parts.append(chunk)
+    except _OutputTooLarge:
+        raise SpecError(
+            SourceLocation(rel), f"template output exceeds {MAX_SPEC_BYTES // (1024 * 1024)} MiB; split it into several files"
+        ) from None
+    except _TEMPLATE_RUNTIME_ERRORS as exc:
+        line = _template_line(exc, rel)
+        if isinstance(exc, jinja2.UndefinedError):
+            problem = f"undefined template variable: {exc.message}"
+        elif isinstance(exc, SecurityError):
+            problem = f"refused by the template sandbox: {exc}"
+        elif isinstance(exc, jinja2.TemplateError):
+            problem = f"template error: {exc.message or exc}"
+        else:
+            problem = f"template error: {type(exc).__name__}: {exc}"
+        raise SpecError(SourceLocation(rel, line), problem) from exc
+    return "".join(parts)
+
+
+def _template_line(exc: BaseException, filename: str) -> int | None:
+    """The template line an exception came from, from the frames Jinja rewrites to template lines."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+# --- YAML ---------------------------------------------------------------------------------------------
+
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_BINARY = "tag:yaml.org,2002:binary"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _decimal_from_yaml(text: str) -> Decimal:
+    """A YAML 1.1 float, exactly: ``0.1`` is ``Decimal('0.1')``, ``1_000.5``, ``.inf`` and ``1:30.5`` too."""
+    value = text.replace("_", "").lower()
+    sign = ""
+    if value[:1] in "+-":
+        sign, value = ("-" if value[0] == "-" else ""), value[1:]
+    if value == ".inf":
+        return Decimal(sign + "Infinity")
+    if value == ".nan":
+        return Decimal("NaN")
+    if ":" in value:
+        total = Decimal(0)
+        for part in value.split(":"):
+            total = total * 60 + Decimal(part)
+        return -total if sign else total
+    return Decimal(sign + value)
+
+
+_TAG_CACHE: dict[str, str] = {}
+_ScalarNode = yaml.ScalarNode
+_SequenceNode = yaml.SequenceNode
+_MappingNode = yaml.MappingNode
+
+
+class _YamlLimit(yaml.MarkedYAMLError):
+    pass
+
+
+class _SpecYamlLoader(_BaseLoader):  # type: ignore[misc]
+    """Safe loading with the C parser, Decimal floats, bounded depth and alias expansion.
+
+    ``build`` replaces PyYAML's generator-based constructor: it constructs the same values as
+    ``SafeLoader`` for the core tags (and refuses the rare others), counts every value with its
+    alias expansions against :data:`MAX_NODES`, refuses recursive aliases and nesting deeper than
+    :data:`MAX_DEPTH`, and reports duplicate keys instead of silently keeping the last.
+    """
+
+    def __init__(self, stream: str | bytes) -> None:
+        super().__init__(stream)
+        self._memo: dict[int, tuple[Any, int, int]] = {}
+        self._building: set[int] = set()
+        self.count = 0
+
+    def resolve(self, kind: type[yaml.Node], value: str, implicit: tuple[bool, bool]) -> str:
+        """The tag of an untagged node; plain scalars' tags are cached (the resolver's regexes are slow)."""
+        if kind is yaml.ScalarNode:
+            if not implicit[0]:
+                return _STR  # quoted: always a string
+            tag = _TAG_CACHE.get(value)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)
+                if len(value) <= 64 and len(_TAG_CACHE) < 100_000:
+                    _TAG_CACHE[value] = tag
+            return tag
+        return _SEQ if kind is yaml.SequenceNode else _MAP
+
+    def fail(self, node: yaml.Node, problem: str) -> NoReturn:
+        raise _YamlLimit(None, None, problem, node.start_mark)
+
+    def build(self, node: yaml.Node, depth: int = 0) -> Any:
+        """The Python value of ``node``.
+
+        Shared (aliased) values are built once per call; the memo is dropped afterwards so that it
+        never holds a whole document (an alias to an earlier invoice is rebuilt, and counted again).
+        """
+        try:
+            value, _height = self._build(node, depth)
+        finally:
+            self._memo.clear()
+            self._building.clear()
+        return value
+
+    def _build(self, node: yaml.Node, depth: int) -> tuple[Any, int]:
+        """``node``'s value and height (0 for a scalar); counts values, checks depth and aliases."""
+        cls = node.__class__
+        if cls is _ScalarNode:
+            self.count += 1
+            return self._scalar(cast(yaml.ScalarNode, node)), 0
+        key = id(node)
+        memo = self._memo.get(key)
+        if memo is not None:
+            value, size, height = memo
+            self.count += size
+            if self.count > MAX_NODES:
+                self.fail(node, f"document has more than {MAX_NODES} values (counting alias expansions)")
+            if depth + height > MAX_DEPTH:
+                self.fail(node, f"nested deeper than {MAX_DEPTH} levels")
+            return value, height
+        if key in self._building:
+            self.fail(node, "recursive alias: a value cannot contain itself")
+        if depth >= MAX_DEPTH:
+            self.fail(node, f"nested deeper than {MAX_DEPTH} levels")
+        before = self.count
+        self._building.add(key)
+        height = 1
+        scalars = 1  # this node, and its scalar children (counted in bulk)
+        result: Any
+        if cls is _SequenceNode:
+            if node.tag != _SEQ:
+                self.fail(node, f"unsupported YAML tag {node.tag}")
+            result = []
+            append = result.append
+            for item in node.value:
+                if item.__class__ is _ScalarNode:
+                    scalars += 1
+                    append(item.value if item.tag == _STR else self._scalar(item))
+                else:
+                    value, h = self._build(item, depth + 1)
+                    append(value)
+                    if h >= height:
+                        height = h + 1
+        elif cls is _MappingNode:
+            if node.tag != _MAP:
+                self.fail(node, f"unsupported YAML tag {node.tag}")
+            explicit: dict[Any, Any] = {}
+            merged: dict[Any, Any] | None = None
+            for key_node, value_node in node.value:
+                if key_node.__class__ is not _ScalarNode:
+                    self.fail(key_node, "a mapping key must be a plain value, not a list or mapping")
+                tag = key_node.tag
+                if tag == _MERGE:
+                    merged, h = self._merge(value_node, depth, merged)
+                    height = max(height, h)
+                    continue
+                name = key_node.value if tag == _STR else self._scalar(key_node)
+                if name in explicit:
+                    self._duplicate_key(cast(yaml.MappingNode, node), key_node)
+                if value_node.__class__ is _ScalarNode:
+                    scalars += 2
+                    explicit[name] = value_node.value if value_node.tag == _STR else self._scalar(value_node)
+                else:
+                    scalars += 1
+                    value, h = self._build(value_node, depth + 1)
+                    explicit[name] = value
+                    if h >= height:
+                        height = h + 1
+            if merged:
+                merged.update(explicit)
+                explicit = merged
+            result = explicit
+        else:  # pragma: no cover - the composer only makes the three node kinds
+            self.fail(node, "unsupported YAML node")
+        self.count += scalars
+        if self.count > MAX_NODES:
+            self.fail(node, f"document has more than {MAX_NODES} values (counting alias expansions)")
+        self._building.discard(key)
+        self._memo[key] = (result, self.count - before, height)
+        return result, height
+
+    def _duplicate_key(self, node: yaml.MappingNode, key_node: yaml.ScalarNode) -> NoReturn:
+        first = next(
+            (k for k, _v in node.value if k.__class__ is _ScalarNode and k.value == key_node.value), key_node
+        )
+        self.fail(key_node, f"duplicate key {key_node.value!r} (first on line {first.start_mark.line + 1})")
+
+    def _merge(
+        self, node: yaml.Node, depth: int, merged: dict[Any, Any] | None
+    ) -> tuple[dict[Any, Any], int]:
+        # YAML merge keys: explicit keys win over merged ones; in a list of mappings, earlier ones win.
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        out: dict[Any, Any] = {} if merged is None else merged
+        height = 1
+        for source in reversed(sources):
+            value, h = self._build(source, depth)
+            if not isinstance(value, dict):
+                self.fail(source, "a merge key (<<) needs a mapping or a list of mappings")
+            out.update(value)
+            height = max(height, h)
+        return out, height
+
+    def _scalar(self, node: yaml.ScalarNode) -> Any:
+        tag = node.tag
+        if tag == _STR:
+            return node.value
+        if tag == _INT:
+            return self.construct_yaml_int(node)
+        if tag == _FLOAT:
+            try:
+                return _decimal_from_yaml(node.value)
+            except decimal.InvalidOperation:
+                self.fail(node, f"{node.value!r} is not a number")
+        if tag == _NULL:
+            return None
+        if tag == _BOOL:
+            return self.bool_values[node.value.lower()]
+        if tag == _TIMESTAMP:
+            try:
+                return self.construct_yaml_timestamp(node)
+            except ValueError as exc:
+                self.fail(node, f"{node.value!r} is not a valid date or time: {exc}")
+        if tag == _BINARY:
+            return self.construct_yaml_binary(node)
+        if not isinstance(node, yaml.ScalarNode):  # pragma: no cover
+            self.fail(node, "a plain value was expected")
+        self.fail(node, f"unsupported YAML tag {tag}")
+
+
+def _compose(text: str) -> tuple[_SpecYamlLoader, yaml.Node | None]:
+    # libyaml reads UTF-8 bytes faster than it reads a str.
+    loader = _SpecYamlLoader(text.encode("utf-8", "surrogatepass"))
+    try:
+        return loader, loader.get_single_node()
+    except BaseException:
+        loader.dispose()
+        raise
+
+
+def _yaml_error(exc: yaml.YAMLError, rel: str) -> SpecError:
+    """A yaml exception as a SpecError at its line."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = "" if isinstance(exc, _YamlLimit) else "YAML syntax error: "
+        parts = [p for p in (exc.context, exc.problem) if p]
+        problem = ", ".join(parts) if parts else str(exc)
+        return SpecError(SourceLocation(rel, line), f"{what}{problem}")
+    return SpecError(SourceLocation(rel), f"YAML error: {exc}")
+
+
+def _yaml_load_small(text: str) -> Any:
+    loader, node = _compose(text)
+    try:
+        return None if node is None else loader.build(node)
+    finally:
+        loader.dispose()
+
+
+# --- loading ------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    # Loading allocates millions of small acyclic objects (YAML nodes, dicts, models); the cyclic
+    # collector's passes over that growing heap made 10k invoices take ~3x longer. Reference
+    # counting still frees everything; the collector resumes afterwards.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (dt.date, Decimal)):
+        text = str(value)
+    elif isinstance(value, str):
+        text = repr(value)
+    elif isinstance(value, dict):
+        return "a mapping"
+    elif isinstance(value, list):
+        return "a list"
+    else:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_path(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _suggest(word: str, choices: Sequence[str] | frozenset[str]) -> str:
+    match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _node_line(node: yaml.Node | None, loc: Sequence[Any]) -> int | None:
+    """The line of the deepest node along ``loc`` (the key's line for a mapping entry)."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = None
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(part):
+                    found = (key_node, value_node)
+                    break
+            if found is None:
+                return line
+            line = found[0].start_mark.line + 1
+            node = found[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _as_decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except decimal.InvalidOperation:
+            return None
+        return number if number.is_finite() else None
+    return None
+
+
+# Exact products: quantity (16 digits and fraction) times rate (13 and fraction) overflows the
+# default 28-digit context.
+_EXACT = decimal.Context(prec=200, traps=[decimal.InvalidOperation, decimal.Overflow])
+
+
+@dataclass
+class _FileContext:
+    rel: str
+    defaults: dict[str, Any]
+    defaults_node: yaml.Node | None
+
+
+class _Loader:
+    """One run of :func:`load_specs`: collects errors and the workspace-wide address and number indexes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.errors: list[SpecError] = []
+        self.invoices: list[DesiredInvoice] = []
+        self.addresses: dict[str, SourceLocation] = {}
+        self.numbers: dict[tuple[Any, str], tuple[str, SourceLocation]] = {}
+        self._env: ImmutableSandboxedEnvironment | None = None
+
+    def load(self, var_files: Sequence[Path], cli_vars: Sequence[str]) -> SpecSet:
+        files = self._find_files()
+        variables: dict[str, Any] | None = None
+        rels: list[str] = []
+        for path in files:
+            rel = self.settings.relative(path)
+            rels.append(rel)
+            text = self._read(path, rel)
+            if text is None:
+                continue
+            if path.name.endswith(".j2"):
+                if variables is None:
+                    variables = self._variables(var_files, cli_vars)
+                try:
+                    text = _render(self._template_env(), text, rel, variables)
+                except SpecError as exc:
+                    self.errors.append(exc)
+                    continue
+            self._load_document(text, rel)
+        if self.errors:
+            raise SpecErrors(self.errors)
+        self.invoices.sort(key=lambda inv: inv.address)
+        return SpecSet(invoices=tuple(self.invoices), files=tuple(rels))
+
+    # -- files and variables
+
+    def _find_files(self) -> list[Path]:
+        specs_dir = self.settings.specs_dir
+        rel_dir = self.settings.relative(specs_dir)
+        found: list[tuple[str, Path]] = []
+        if specs_dir.is_dir():
+            for folder, dirs, names in os.walk(specs_dir):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                for name in names:
+                    if name.startswith(".") or not name.endswith((".yaml", ".yml", ".j2")):
+                        continue
+                    path = Path(folder, name)
+                    found.append((path.relative_to(specs_dir).as_posix(), path))
+        if not found:
+            why = "has no spec files (*.yaml, *.yml, *.j2)" if specs_dir.is_dir() else "does not exist"
+            raise SpecErrors([SpecError(SourceLocation(rel_dir), f"the spec folder {why}; nothing to plan")])
+        found.sort(key=lambda item: item[0])
+        return [path for _rel, path in found]
+
+    def _read(self, path: Path, rel: str) -> str | None:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_SPEC_BYTES + 1)
+        except OSError as exc:
+            self.errors.append(SpecError(SourceLocation(rel), f"cannot read the file: {exc.strerror or exc}"))
+            return None
+        if len(data) > MAX_SPEC_BYTES:
+            self.errors.append(
+                SpecError(SourceLocation(rel), f"file is larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB")
+            )
+            return None
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            self.errors.append(SpecError(SourceLocation(rel, line), "file is not valid UTF-8 text"))
+            return None
+
+    def _template_env(self) -> ImmutableSandboxedEnvironment:
+        if self._env is None:
+            self._env = spec_template_env()
+        return self._env
+
+    def _variables(self, var_files: Sequence[Path], cli_vars: Sequence[str]) -> dict[str, Any]:
+        env = self.settings.environment
+        variables: dict[str, Any] = {}
+        _deep_merge(variables, dict(env.vars))
+        errors: list[SpecError] = []
+        paths = [*env.var_files, *(p if p.is_absolute() else self.settings.root / p for p in var_files)]
+        for path in paths:
+            rel = self.settings.relative(path)
+            try:
+                _deep_merge(variables, _read_var_file(path, rel))
+            except SpecError as exc:
+                errors.append(exc)
+        if errors:
+            raise SpecErrors(errors)
+        for text in cli_vars:
+            key, value = parse_cli_var(text)
+            _set_dotted(variables, key, value)
+        return variables
+
+    # -- documents and invoices
+
+    def _load_document(self, text: str, rel: str) -> None:
+        try:
+            loader, root = _compose(text)
+        except yaml.YAMLError as exc:
+            self.errors.append(_yaml_error(exc, rel))
+            return
+        try:
+            self._document(loader, root, rel)
+        except yaml.YAMLError as exc:
+            self.errors.append(_yaml_error(exc, rel))
+        finally:
+            loader.dispose()
+
+    def _document(self, loader: _SpecYamlLoader, root: yaml.Node | None, rel: str) -> None:
+        if not isinstance(root, yaml.MappingNode):
+            line = root.start_mark.line + 1 if root is not None else None
+            what = "the file is empty" if root is None or _is_null(root) else "the top level is not a mapping"
+            self.errors.append(
+                SpecError(SourceLocation(rel, line), f"{what}; expected a mapping with 'invoices' (and optionally 'defaults')")
+            )
+            return
+        defaults: dict[str, Any] = {}
+        defaults_node: yaml.Node | None = None
+        invoices_node: yaml.Node | None = None
+        invoices_line: int | None = None
+        for key_node, value_node in root.value:
+            line = key_node.start_mark.line + 1
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key == "defaults":
+                value = loader.build(value_node, 1)
+                if value is None:
+                    continue
+                if not isinstance(value, dict):
+                    self.errors.append(SpecError(SourceLocation(rel, line), "defaults must be a mapping of invoice fields"))
+                    continue
+                defaults, defaults_node = value, value_node
+            elif key == "invoices":
+                invoices_node, invoices_line = value_node, line
+            else:
+                shown = key if key is not None else "?"
+                self.errors.append(
+                    SpecError(
+                        SourceLocation(rel, line),
+                        f"unknown top-level key {shown!r}{_suggest(str(shown), _TOP_KEYS)}; "
+                        "a spec file has 'invoices' and optionally 'defaults'",
+                    )
+                )
+        if invoices_node is None:
+            self.errors.append(SpecError(SourceLocation(rel, 1), "missing 'invoices': a spec file declares invoices by address"))
+            return
+        if _is_null(invoices_node):
+            return  # a template that produced no invoices this time
+        if not isinstance(invoices_node, yaml.MappingNode):
+            self.errors.append(
+                SpecError(SourceLocation(rel, invoices_line), "invoices must be a mapping of address -> invoice")
+            )
+            return
+        ctx = _FileContext(rel, defaults, defaults_node)
+        pairs = invoices_node.value
+        for i, (key_node, value_node) in enumerate(pairs):
+            # Release each invoice's nodes once done: the graph of a 10k-invoice template is large.
+            pairs[i] = (key_node, None)
+            where = SourceLocation(rel, key_node.start_mark.line + 1)
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
+                self.errors.append(
+                    SpecError(where, "an invoice address must be a plain string (merge keys '<<' belong in invoices, use defaults)")
+                )
+                continue
+            self._invoice(loader, key_node.value, value_node, where, ctx)
+
+    def _invoice(
+        self, loader: _SpecYamlLoader, address: str, node: yaml.Node, where: SourceLocation, ctx: _FileContext
+    ) -> None:
+        errors: list[SpecError] = []
+        address_ok = False
+        if not _ADDRESS_RE.match(address):
+            errors.append(
+                SpecError(
+                    where,
+                    "an address is 1-200 characters of letters, digits and - _ . : /",
+                    address=address,
+                )
+            )
+        else:
+            first = self.addresses.get(address)
+            if first is not None:
+                errors.append(SpecError(where, f"address already declared at {first}", address=address))
+            else:
+                self.addresses[address] = where
+                address_ok = True
+        try:
+            self._invoice_body(loader, address, node, where, ctx, errors, address_ok)
+        finally:
+            if errors:
+                errors.sort(key=lambda e: e.where.line or 0)
+                self.errors.extend(errors)
+
+    def _invoice_body(
+        self,
+        loader: _SpecYamlLoader,
+        address: str,
+        node: yaml.Node,
+        where: SourceLocation,
+        ctx: _FileContext,
+        errors: list[SpecError],
+        address_ok: bool,
+    ) -> None:
+        raw = loader.build(node, 2)
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            errors.append(SpecError(where, "an invoice must be a mapping of fields", address=address))
+            return
+        data: dict[str, Any] = {**ctx.defaults, **raw} if ctx.defaults else dict(raw)
+
+        def error(loc: Sequence[Any], problem: str) -> None:
+            line = _node_line(node, loc)
+            if line is None and ctx.defaults_node is not None and loc and loc[0] not in raw:
+                line = _node_line(ctx.defaults_node, loc)
+            errors.append(
+                SpecError(SourceLocation(ctx.rel, line or where.line), problem, address=address, field=_field_path(loc))
+            )
+
+        lifecycle = _lifecycle(data.pop("lifecycle", None), error)
+        for key in [k for k in data if not isinstance(k, str)]:
+            error((), f"field names are strings, got {key!r}")
+            del data[key]
+
+        skip_due_missing = self._derive_due_date(data, error)
+        lines = data.get("lines")
+        if isinstance(lines, list):
+            data["lines"] = [_derive_amount(line, i, error) for i, line in enumerate(lines)]
+
+        try:
+            body = InvoiceBody.model_validate(data)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False, include_context=True):
+                loc = err["loc"]
+                if skip_due_missing and err["type"] == "missing" and loc == ("due_date",):
+                    continue
+                error(loc, _problem(err, loc))
+            return
+        if body.due_date < body.invoice_date:
+            error(
+                ("due_date",),
+                f"due_date {body.due_date} is before invoice_date {body.invoice_date}",
+            )
+            return
+        if body.invoice_number is not None:
+            number_key = (body.entity, body.invoice_number)
+            seen = self.numbers.get(number_key)
+            if seen is not None:
+                error(
+                    ("invoice_number",),
+                    f"invoice_number {body.invoice_number!r} is also used by invoice {seen[0]!r} ({seen[1]})",
+                )
+                return
+            self.numbers[number_key] = (address, where)
+        if errors or not address_ok:
+            return
+        wire = to_wire(body)
+        self.invoices.append(
+            DesiredInvoice(
+                address=address,
+                body=body,
+                wire=wire,
+                digest=body_digest(wire),
+                location=where,
+                lifecycle=lifecycle,
+            )
+        )
+
+    @staticmethod
+    def _derive_due_date(data: dict[str, Any], error: Any) -> bool:
+        """Fill ``due_date`` from ``invoice_date`` and ``terms``; True when its absence is already explained."""
+        if data.get("due_date") is not None:
+            return False
+        invoice_date = data.get("invoice_date")
+        terms = data.get("terms")
+        if isinstance(invoice_date, str):
+            try:
+                invoice_date = dt.date.fromisoformat(invoice_date)
+            except ValueError:
+                return True
+        if not isinstance(invoice_date, dt.date) or isinstance(invoice_date, dt.datetime):
+            return True  # invoice_date's own error says it
+        if terms is None:
+            error(("due_date",), "due_date is required (or set terms, e.g. net_30)")
+            return True
+        if terms == Terms.custom.value:
+            error(("due_date",), "terms is 'custom': set due_date explicitly")
+            return True
+        if terms == Terms.due_on_receipt.value:
+            data["due_date"] = invoice_date
+        elif isinstance(terms, str) and terms in Terms.__members__ and terms.startswith("net_"):
+            data["due_date"] = invoice_date + int(terms[4:]) * _DAY
+        else:
+            return True  # terms's own error lists the allowed values
+        return False
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == _NULL
+
+
+def _lifecycle(raw: Any, error: Any) -> Lifecycle:
+    if raw is None:
+        return Lifecycle()
+    if not isinstance(raw, dict):
+        error(("lifecycle",), "lifecycle must be a mapping (prevent_destroy, on_remove)")
+        return Lifecycle()
+    ok = True
+    for key in raw:
+        if key not in _LIFECYCLE_KEYS:
+            error(("lifecycle", key), f"unknown lifecycle setting{_suggest(str(key), _LIFECYCLE_KEYS)}; allowed: prevent_destroy, on_remove")
+            ok = False
+    prevent = raw.get("prevent_destroy", False)
+    if not isinstance(prevent, bool):
+        error(("lifecycle", "prevent_destroy"), f"must be true or false, got {_short(prevent)}")
+        ok = False
+    on_remove = raw.get("on_remove", "void")
+    if on_remove not in _ON_REMOVE:
+        error(("lifecycle", "on_remove"), f"must be one of void, delete, forget; got {_short(on_remove)}")
+        ok = False
+    if not ok:
+        return Lifecycle()
+    return Lifecycle(prevent_destroy=prevent, on_remove=on_remove)
+
+
+def _derive_amount(line: Any, index: int, error: Any) -> Any:
+    """A line with ``amount`` = ``quantity`` x ``rate`` filled in, or checked when given."""
+    if not isinstance(line, dict):
+        return line
+    rate = _as_decimal(line.get("rate"))
+    if rate is None:
+        return line
+    raw_quantity = line.get("quantity")
+    quantity = Decimal(1) if raw_quantity is None else _as_decimal(raw_quantity)
+    if quantity is None:
+        return line
+    product = _EXACT.multiply(quantity, rate)
+    given = line.get("amount")
+    if given is None:
+        return {**line, "amount": product}
+    amount = _as_decimal(given)
+    if amount is not None and amount != product:
+        error(
+            ("lines", index, "amount"),
+            f"amount {amount} does not match quantity {quantity} x rate {rate} = {product} "
+            "(leave amount out to have it computed)",
+        )
+    return line
+
+
+def _problem(err: Mapping[str, Any], loc: Sequence[Any]) -> str:
+    """A pydantic error as a sentence a spec author can act on."""
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        in_line = len(loc) >= 3 and loc[0] == "lines"
+        if name in _READ_ONLY_FIELDS:
+            return f"unknown field {name!r}: read-only: Campfire fills it in"
+        if name in _LIFECYCLE_KEYS:
+            return f"unknown field {name!r}: it belongs under lifecycle:"
+        if in_line and name in BODY_FIELDS and name not in LINE_FIELDS:
+            return f"unknown line field {name!r}: it is an invoice field, not a line field"
+        choices = LINE_FIELDS if in_line else BODY_FIELDS
+        return f"unknown field {name!r}{_suggest(name, choices)}"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "enum":
+        return f"{_short(value)} is not one of the allowed values: {ctx.get('expected', '')}"
+    if kind == "string_too_long":
+        length = len(value) if isinstance(value, str) else "?"
+        return f"too long: {length} characters (max {ctx.get('max_length')})"
+    if kind in ("greater_than", "less_than", "greater_than_equal", "less_than_equal"):
+        op = {"greater_than": ">", "less_than": "<", "greater_than_equal": ">=", "less_than_equal": "<="}[kind]
+        bound = next(iter(ctx.values()), "?")
+        return f"{_short(value)} is out of range: must be {op} {bound}"
+    if kind == "too_short" and tuple(loc) == ("lines",):
+        return "an invoice needs at least one line"
+    if kind == "finite_number":
+        return f"{_short(value)} is not a finite number"
+    message = str(err.get("msg", "invalid value"))
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if isinstance(value, (dict, list)) and kind in ("model_type", "dict_type"):
+        return f"{message}, got {_short(value)}"
+    return f"{message} (got {_short(value)})"
+
+
+# --- variables -----------------------------------------------------------------------------------
+
+
+def _read_var_file(path: Path, rel: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
+    except FileNotFoundError:
+        raise SpecError(SourceLocation(rel), "var file not found") from None
+    except OSError as exc:
+        raise SpecError(SourceLocation(rel), f"cannot read the var file: {exc.strerror or exc}") from exc
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(SourceLocation(rel), f"var file is larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB")
+    try:
+        value = _yaml_load_small(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise SpecError(SourceLocation(rel), "var file is not valid UTF-8 text") from exc
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, rel) from exc
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise SpecError(SourceLocation(rel, 1), "a var file is a mapping of variable names to values")
+    return value
+
+
+def _deep_merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    """Merge ``new`` over ``into``: nested mappings merge (as Helm values do), anything else replaces."""
+    for key, value in new.items():
+        old = into.get(key)
+        if isinstance(old, dict) and isinstance(value, Mapping):
+            merged = dict(old)
+            _deep_merge(merged, value)
+            into[key] = merged
+        elif isinstance(value, Mapping):
+            into[key] = dict(value)
+        else:
+            into[key] = value
+
+
+def _set_dotted(into: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    target = into
+    for part in parents:
+        child = target.get(part)
+        child = dict(child) if isinstance(child, Mapping) else {}
+        target[part] = child
+        target = child
+    target[last] = value

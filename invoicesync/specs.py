@@ -541,8 +541,8 @@ class _SpecYamlLoader(_BaseLoader):  # type: ignore[misc]
         if tag == _TIMESTAMP:
             try:
                 return self.construct_yaml_timestamp(node)
-            except ValueError as exc:
-                self.fail(node, f"{node.value!r} is not a valid date or time: {exc}")
+            except ValueError:
+                return node.value  # looks like a date but is not one: validation says where
         if tag == _BINARY:
             return self.construct_yaml_binary(node)
         if not isinstance(node, yaml.ScalarNode):  # pragma: no cover

@@ -1,0 +1,195 @@
+"""config: finding the workspace, reading invoicesync.toml / [tool.invoicesync], environments, overrides."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from invoicesync.config import DEFAULT_BASE_URL, load_settings
+from invoicesync.errors import ConfigError
+from tests.spec_tree import build_file_tree
+
+TWO_ENVS = """\
+specs = "invoices"
+state = "recorded"
+default_environment = "sandbox"
+
+[environments.sandbox]
+endpoint = "sandbox"
+vars = { entity = 54, rate = 0.1 }
+var_files = ["vars/sandbox.yaml"]
+
+[environments.staging]
+base_url = "https://staging.example.com/"
+api_key_env = "STAGING_CAMPFIRE_KEY"
+"""
+
+
+def test_no_config_gives_default_http_environment(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, environ={})
+    assert settings.root == tmp_path
+    assert settings.specs_dir == tmp_path / "specs"
+    assert settings.state_dir == tmp_path / "state"
+    assert settings.config_file is None
+    env = settings.environment
+    assert (env.name, env.endpoint, env.base_url, env.api_key_env) == ("default", "http", DEFAULT_BASE_URL, "CAMPFIRE_API_KEY")
+    assert settings.api_key is None
+
+
+def test_no_config_reads_base_url_and_key_from_environment(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, environ={"CAMPFIRE_BASE_URL": "http://127.0.0.1:8080/", "CAMPFIRE_API_KEY": "k-123"})
+    assert settings.environment.base_url == "http://127.0.0.1:8080"
+    assert settings.api_key == "k-123"
+
+
+def test_invoicesync_toml_environments_and_paths(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": TWO_ENVS})
+    settings = load_settings(tmp_path, environ={})
+    assert settings.config_file == tmp_path / "invoicesync.toml"
+    assert settings.specs_dir == tmp_path / "invoices"
+    assert settings.state_dir == tmp_path / "recorded"
+    assert settings.environment_names == ("sandbox", "staging")
+    env = settings.environment
+    assert env.name == "sandbox" and env.endpoint == "sandbox"
+    assert env.vars == {"entity": 54, "rate": Decimal("0.1")}
+    assert env.var_files == (tmp_path / "vars" / "sandbox.yaml",)
+    with pytest.raises(TypeError):
+        env.vars["entity"] = 1  # type: ignore[index]
+
+
+def test_pyproject_tool_table(tmp_path: Path) -> None:
+    build_file_tree(
+        tmp_path,
+        {
+            "pyproject.toml": """\
+                [project]
+                name = "x"
+                [tool.invoicesync]
+                default_environment = "sandbox"
+                [tool.invoicesync.environments.sandbox]
+                endpoint = "sandbox"
+            """
+        },
+    )
+    settings = load_settings(tmp_path, environ={})
+    assert settings.config_file == tmp_path / "pyproject.toml"
+    assert settings.environment.endpoint == "sandbox"
+
+
+def test_cli_environment_beats_env_var_beats_default(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": TWO_ENVS})
+    assert load_settings(tmp_path, environ={"INVOICESYNC_ENV": "staging"}).environment.name == "staging"
+    settings = load_settings(tmp_path, environment="sandbox", environ={"INVOICESYNC_ENV": "staging"})
+    assert settings.environment.name == "sandbox"
+
+
+def test_api_key_read_from_the_variable_the_environment_names(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": TWO_ENVS})
+    environ = {"STAGING_CAMPFIRE_KEY": "staging-secret", "CAMPFIRE_API_KEY": "other"}
+    settings = load_settings(tmp_path, environment="staging", environ=environ)
+    assert settings.environment.base_url == "https://staging.example.com"
+    assert settings.environment.endpoint == "http"
+    assert settings.api_key == "staging-secret"
+
+
+def test_base_url_override_turns_sandbox_environment_into_http(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": TWO_ENVS})
+    settings = load_settings(tmp_path, environ={"CAMPFIRE_BASE_URL": "http://127.0.0.1:9999"})
+    assert settings.environment.name == "sandbox"
+    assert settings.environment.endpoint == "http"
+    assert settings.environment.base_url == "http://127.0.0.1:9999"
+    assert settings.environment.vars["entity"] == 54
+
+
+def test_api_key_never_in_repr_or_str(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, environ={"CAMPFIRE_API_KEY": "sk-very-secret"})
+    assert settings.api_key == "sk-very-secret"
+    assert "sk-very-secret" not in repr(settings)
+    assert "sk-very-secret" not in str(settings)
+
+
+def test_unknown_environment_is_named_with_the_defined_ones(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": TWO_ENVS})
+    with pytest.raises(ConfigError) as exc:
+        load_settings(tmp_path, environment="prod", environ={})
+    message = str(exc.value)
+    assert "'prod'" in message and "sandbox, staging" in message and "invoicesync.toml" in message
+
+
+def test_unknown_environment_from_env_var(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": TWO_ENVS})
+    with pytest.raises(ConfigError, match="INVOICESYNC_ENV"):
+        load_settings(tmp_path, environ={"INVOICESYNC_ENV": "nope"})
+
+
+def test_unknown_top_level_key_suggests_the_right_one(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": 'spec = "specs"\n'})
+    with pytest.raises(ConfigError) as exc:
+        load_settings(tmp_path, environ={})
+    assert str(exc.value).startswith("invoicesync.toml: unknown key 'spec' (did you mean 'specs'?)")
+
+
+def test_unknown_environment_key_is_named_with_its_table(tmp_path: Path) -> None:
+    build_file_tree(
+        tmp_path,
+        {"pyproject.toml": '[tool.invoicesync.environments.prod]\nbase_ulr = "https://x.example"\n'},
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_settings(tmp_path, environ={})
+    message = str(exc.value)
+    assert "pyproject.toml" in message
+    assert "'tool.invoicesync.environments.prod.base_ulr'" in message
+    assert "did you mean 'base_url'" in message
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": "specs = \n"})
+    with pytest.raises(ConfigError, match=r"invoicesync.toml: not valid TOML.*line 1"):
+        load_settings(tmp_path, environ={})
+
+
+def test_bad_values_are_config_errors(tmp_path: Path) -> None:
+    cases = {
+        '[environments.a]\nendpoint = "grpc"\n': "endpoint must be one of",
+        '[environments.a]\nendpoint = "sandbox"\nbase_url = "http://x"\n': "both endpoint",
+        '[environments.a]\nbase_url = "ftp://x"\n': "http:// or https://",
+        '[environments.a]\napi_key_env = "sk_live_123 456"\n': "name of an environment variable",
+        'default_environment = "b"\n[environments.a]\n': "'b', which is not defined",
+        "[environments.a]\n[environments.b]\n": "several environments are defined",
+    }
+    for text, expected in cases.items():
+        build_file_tree(tmp_path, {"invoicesync.toml": text})
+        with pytest.raises(ConfigError, match=expected):
+            load_settings(tmp_path, environ={})
+
+
+def test_both_config_files_is_an_error(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": "", "pyproject.toml": "[tool.invoicesync]\n"})
+    with pytest.raises(ConfigError, match="keep one of them"):
+        load_settings(tmp_path, environ={})
+
+
+def test_missing_workspace_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope", environ={})
+
+
+def test_discovers_workspace_in_a_parent_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": TWO_ENVS, "invoices/sub/x.yaml": ""})
+    monkeypatch.chdir(tmp_path / "invoices" / "sub")
+    settings = load_settings(environ={})
+    assert settings.root == tmp_path
+    assert settings.relative(tmp_path / "invoices" / "sub" / "x.yaml") == "invoices/sub/x.yaml"
+
+
+def test_without_any_config_the_current_folder_is_the_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    assert load_settings(environ={}).root == tmp_path / "a"
+
+
+def test_relative_outside_root_is_kept_as_given(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path / ".", environ={})
+    assert settings.relative(Path("/elsewhere/file.yaml")) == "/elsewhere/file.yaml"

@@ -48,8 +48,8 @@ class FaultSettings:
             raise ValueError(f"retry_after must not be negative, not {self.retry_after}")
 
     def to_json(self) -> dict[str, Any]:
-        """The settings as the control API shows them."""
-        return asdict(self)
+        """The settings as the control API shows them (rates and times as numbers with a fraction)."""
+        return {k: (v if k == "seed" else float(v)) for k, v in asdict(self).items()}
 
     @property
     def retry_after_seconds(self) -> int:

@@ -88,7 +88,8 @@ _INDENT = "      "  # sub-lines (field changes, blocked reasons) sit under the a
 _GAP = "   "
 # fields whose numbers are money, shown with two decimals at least ("50.00"); quantities stay as written
 _MONEY_KEYS = frozenset({"rate", "amount", "tax", "discount", "discount_amount"})
-_BARE_STRING = re.compile(r"^[\w.:/@+-]+$")
+# dates and times read best bare (as in "due_date: 2025-07-30 -> 2025-07-31"); every other string is quoted
+_BARE_STRING = re.compile(r"^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$")
 
 
 def render_plan(plan: Plan, fmt: PlanFormat = "text", *, color: bool = False, width: int | None = None) -> str:
@@ -216,10 +217,10 @@ class _Row:
             detail.append(render_money(change.amount, change.currency) if same else _money_move(change))
         elif action in (Action.VOID, Action.DELETE):
             detail.append(render_money(change.amount_before, change.currency))
-        elif action is Action.FORGET:
-            detail.append("(stays in Campfire)")
+        elif action is Action.FORGET and change.reason is None:
+            detail.append("stays in Campfire")
 
-        reason = change.reason
+        reason = _reason_of(change)
         if reason and reason != REASON_DRIFT:
             if detail:
                 detail.append(_GAP)
@@ -229,6 +230,12 @@ class _Row:
         if change.blocked:
             sub_lines.append(Text(_INDENT).append(f"blocked: {change.blocked}", style=_BLOCKED_STYLE))
         return cls(change, label, ident, detail, sub_lines)
+
+
+def _reason_of(change: Change) -> str | None:
+    if change.reason is None and change.action in (Action.VOID, Action.DELETE, Action.FORGET):
+        return "spec removed"
+    return change.reason
 
 
 def _dates_text(body: Mapping[str, Any]) -> str:
@@ -246,27 +253,51 @@ def _money_move(change: Change) -> str:
     return f"{before} -> {render_money(change.amount, change.currency)}"
 
 
-def _field_text(change: FieldChange) -> Text:
-    text = Text()
+def _field_parts(change: FieldChange) -> tuple[str, str, str]:
+    """``(path, how, value text)``: how is ``"added"``/``"removed"`` for a whole line, else ``""``."""
     key = change.path.rsplit(".", 1)[-1].split("[", 1)[0]
     if change.before is None and isinstance(change.after, Mapping):
-        text.append(f"{change.path}: added ", style="green")
-        text.append(_value_text(key, change.after))
-    elif change.after is None and isinstance(change.before, Mapping):
-        text.append(f"{change.path}: removed ", style="red")
-        text.append(_value_text(key, change.before))
-    else:
-        text.append(f"{change.path}: ")
-        text.append(_value_text(key, change.before))
-        text.append(" -> ")
-        text.append(_value_text(key, change.after))
+        return change.path, "added", _item_text(key, change.after)
+    if change.after is None and isinstance(change.before, Mapping):
+        return change.path, "removed", _item_text(key, change.before)
+    return change.path, "", f"{_value_text(key, change.before)} -> {_value_text(key, change.after)}"
+
+
+def _field_text(change: FieldChange) -> Text:
+    path, how, value = _field_parts(change)
+    text = Text(f"{path}: ")
+    if how:
+        text.append(how + " ", style="green" if how == "added" else "red")
+    text.append(value)
     if change.drift:
         text.append(f"   ({REASON_DRIFT})", style="yellow")
     return text
 
 
+def _item_text(key: str, item: Mapping[str, Any]) -> str:
+    """A whole invoice line as a reviewer reads it: ``product 2545 "Support" 3 x 0.10 = 0.30, tax 0.05``."""
+    if key != "lines" or "rate" not in item and "amount" not in item:
+        return _value_text(key, item)
+    parts: list[str] = []
+    if item.get("product") is not None:
+        parts.append(f"product {item['product']}")
+    if item.get("description"):
+        parts.append(_value_text("description", str(item["description"])))
+    money = ""
+    if item.get("rate") is not None:
+        quantity = item.get("quantity")
+        money = f"{_value_text('quantity', 1 if quantity is None else quantity)} x {_value_text('rate', item['rate'])}"
+    if item.get("amount") is not None:
+        money += (" = " if money else "") + _value_text("amount", item["amount"])
+    if money:
+        parts.append(money)
+    shown = {"product", "description", "quantity", "rate", "amount"}
+    extras = [f"{k} {_value_text(str(k), v)}" for k, v in item.items() if k not in shown and v is not None]
+    return " ".join(parts) + ("" if not extras else ", " + ", ".join(extras))
+
+
 def _value_text(key: str, value: Any) -> str:
-    """A field value as the reviewer reads it: money with two decimals, odd strings quoted."""
+    """A field value as the reviewer reads it: money with two decimals, strings quoted except dates."""
     if value is None:
         return "(unset)"
     if isinstance(value, bool):
@@ -426,14 +457,15 @@ def _markdown_row(change: Change) -> str:
             details.append(_md(dates))
     elif action is Action.REPLACE:
         details.append(_md(f"{change.lifecycle.get('on_remove', 'void')}, then create anew"))
-    elif action is Action.FORGET:
+    elif action is Action.FORGET and change.reason is None:
         details.append("stays in Campfire")
-    if change.reason and change.reason != REASON_DRIFT:
-        details.append(f"_{_md(change.reason)}_")
+    reason = _reason_of(change)
+    if reason and reason != REASON_DRIFT:
+        details.append(f"_{_md(reason)}_")
     for f in change.field_changes:
-        text = _field_text(f).plain
-        path, _, rest = text.partition(": ")
-        details.append(f"{_md_code(path)}: {_md(rest)}")
+        path, how, value = _field_parts(f)
+        drift = f" _({REASON_DRIFT})_" if f.drift else ""
+        details.append(f"{_md_code(path)}: {how + ' ' if how else ''}{_md(value)}{drift}")
     return (
         f"| {_md_code(symbol)} | {_md_code(change.address)} | {action.value} | {_md(invoice)} "
         f"| {_md(amount)} | {'<br>'.join(details)} |"
@@ -611,7 +643,7 @@ def render_show(
     totals = _show_totals(m for _, _, m in rows)
     voided = sum(1 for _, _, m in rows if m.voided)
     count = _plural(len(rows), "invoice")
-    tail = f"; voided ones ({voided}) are not counted" if voided else ""
+    tail = f"; {voided} voided {'is' if voided == 1 else 'are'} not counted in the totals" if voided else ""
     console.print(Text(f"{count} in the state of {state.environment!r} (serial {state.serial}){tail}."))
     if totals:
         console.print(Text(""))

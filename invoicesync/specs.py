@@ -7,6 +7,9 @@ Owns: finding spec files (recursively, sorted by path), template variables (envi
 ``quantity`` x ``rate``), validation against :class:`~invoicesync.models.InvoiceBody`, and the
 source location of every problem.
 
+Lines: YAML problems of a ``*.j2`` file are located at the line of its *rendered* output (as Helm
+does), template syntax and runtime errors at the template's own line.
+
 Every problem of a run is collected and raised together as one
 :class:`~invoicesync.errors.SpecErrors`; errors of yaml, jinja2 and pydantic are translated here and
 never reach the user raw. Never reads state and never calls the API.

@@ -94,20 +94,22 @@ Id = Annotated[int, Field(ge=1), BeforeValidator(_reject_bool)]
 OptId = Annotated[int | None, Field(ge=1), BeforeValidator(_reject_bool), BeforeValidator(_empty_to_none)]
 
 
-def _money(bound: int) -> Any:
-    """A Decimal in the open interval (-bound, bound), as the schema's "Required range"."""
-    return Annotated[Decimal, Field(gt=-bound, lt=bound, allow_inf_nan=False), BeforeValidator(_reject_bool)]
+def _money_range(bound: int) -> Any:
+    """Field constraints of a Decimal in the open interval (-bound, bound), as the schema's "Required range"."""
+    return Field(gt=-bound, lt=bound, allow_inf_nan=False)
 
 
-Money18 = _money(10**18)
-Rate14 = _money(10**14)
-Quantity16 = _money(10**16)
-LineRate13 = _money(10**13)
-Percent3 = _money(1000)
+Money18 = Annotated[Decimal, _money_range(10**18), BeforeValidator(_reject_bool)]
+Rate14 = Annotated[Decimal, _money_range(10**14), BeforeValidator(_reject_bool)]
+Quantity16 = Annotated[Decimal, _money_range(10**16), BeforeValidator(_reject_bool)]
+LineRate13 = Annotated[Decimal, _money_range(10**13), BeforeValidator(_reject_bool)]
+Percent3 = Annotated[Decimal, _money_range(1000), BeforeValidator(_reject_bool)]
 
-
-def _str(max_length: int | None = None) -> Any:
-    return Annotated[str, Field(max_length=max_length)]
+Str3 = Annotated[str, Field(max_length=3)]
+Str25 = Annotated[str, Field(max_length=25)]
+Str120 = Annotated[str, Field(max_length=120)]
+Str250 = Annotated[str, Field(max_length=250)]
+Str500 = Annotated[str, Field(max_length=500)]
 
 
 # --- the Create Invoice body -----------------------------------------------------------------------
@@ -126,9 +128,9 @@ class InvoiceLine(BaseModel):
     rate: LineRate13 | None = None
     amount: Money18 | None = None
     tax: Money18 | None = None
-    tax_description: _str(250) | None = None
-    currency: _str(3) | None = None
-    entity_use_code: _str(25) | None = None
+    tax_description: Str250 | None = None
+    currency: Str3 | None = None
+    entity_use_code: Str25 | None = None
     discount: Money18 | None = None
     discount_percentage: Percent3 | None = None
     discount_amount: Money18 | None = None
@@ -152,10 +154,10 @@ class InvoiceBody(BaseModel):
     client: OptId = None
     contract: OptId = None
     invoice_number: str | None = None
-    ref_number: _str(120) | None = None
-    purchase_order_number: _str(120) | None = None
+    ref_number: Str120 | None = None
+    purchase_order_number: Str120 | None = None
     terms: Terms | None = None
-    currency: _str(3) | None = None
+    currency: Str3 | None = None
     exchange_rate: Rate14 | None = None
     exchange_rate_book: Rate14 | None = None
     discount: Money18 | None = None
@@ -177,7 +179,7 @@ class InvoiceBody(BaseModel):
     location_of_sale: str | None = None
     message_on_invoice: str | None = None
     warning_message: str | None = None
-    vat_number: _str(250) | None = None
+    vat_number: Str250 | None = None
     department_name: str | None = None
     # status and flags
     payment_status: PaymentStatus | None = None
@@ -185,15 +187,15 @@ class InvoiceBody(BaseModel):
     use_stripe_auto_bill: bool | None = None
     reminder_sent_dates: Any = None
     # integrations
-    source: _str(250) | None = None
+    source: Str250 | None = None
     source_id: str | None = None
-    integration_id: _str(250) | None = None
+    integration_id: Str250 | None = None
     integration_context: Any = None
-    stripe_payment_link_id: _str(500) | None = None
-    stripe_payment_intent_id: _str(500) | None = None
-    stripe_invoice_id: _str(500) | None = None
-    stripe_pdf_url: _str(500) | None = None
-    stripe_payment_link: _str(500) | None = None
+    stripe_payment_link_id: Str500 | None = None
+    stripe_payment_intent_id: Str500 | None = None
+    stripe_invoice_id: Str500 | None = None
+    stripe_pdf_url: Str500 | None = None
+    stripe_payment_link: Str500 | None = None
     # related ids
     revenue_transactions: list[Id] | None = None
     tags: list[Id] | None = None
@@ -228,7 +230,12 @@ def canonical_decimal(value: Decimal) -> Decimal:
     return value.normalize()
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def _wire_value(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, Decimal):

@@ -845,7 +845,7 @@ class CampfireClient:
             ) from exc
 
     def _exhausted(self, method: str, path: str, failure: _Failure, attempts: int, looked: bool) -> ApiError:
-        note = "; the look-up after the last attempt found no such invoice" if looked else ""
+        note = "; a check after the last attempt found it had not taken effect" if looked else ""
         if failure.response is not None:
             return self._status_error(method, path, failure.response, attempts, note)
         assert failure.exc is not None

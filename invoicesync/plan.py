@@ -437,13 +437,18 @@ def _existing(
     spec: DesiredInvoice, record: InvoiceRecord, lineage: str, refreshed_here: bool, live: Mapping[str, Any] | None
 ) -> Change:
     body = with_source(spec.wire, lineage, spec.address)
-    digest = body_digest(body)
-    if refreshed_here and live is None:
-        return _create(spec, lineage, body=body, digest=digest, reason=REASON_DELETED_OUTSIDE)
+    # Unchanged invoices are most of a plan: a body equal to the one applied (Decimal('50') == 50) is
+    # settled without serialising it for a digest, normalising or diffing it.
+    same_body = record.body == body
+    digest = None if same_body else body_digest(body)
 
-    spec_changed = record.digest != digest
-    body_norm = _norm(body)
-    spec_diff = _diff(_norm(record.body), body_norm) if spec_changed else {}
+    def exact_digest() -> str:
+        return digest if digest is not None else body_digest(body)
+
+    if refreshed_here and live is None:
+        return _create(spec, lineage, body=body, digest=exact_digest(), reason=REASON_DELETED_OUTSIDE)
+
+    spec_changed = not same_body and record.digest != digest
     lifecycle_changes = _lifecycle_changes(record, spec)
     drift: _Diff = {}
     remote_view: dict[str, Any] = {}
@@ -451,12 +456,13 @@ def _existing(
     if live is not None:
         locked = _locked_reason(live)
         drift, remote_view = _drift(record.body, live)
+    body_norm = _norm(body) if spec_changed or drift else None
+    spec_diff = _diff(_norm(record.body), body_norm) if spec_changed else {}
 
     old_currency = _currency_of(record.body)
     common: dict[str, Any] = {
         "address": spec.address,
         "invoice_id": record.id,
-        "digest": digest,
         "lifecycle": _lifecycle_of(spec),
         "location": str(spec.location),
         "currency": spec.currency,
@@ -476,10 +482,11 @@ def _existing(
                 amount_before=invoice_total({**record.body, **remote_view} if drifted else record.body),
                 reason=REASON_DRIFT if drifted else None,
                 blocked=f"invoice {record.id} is {locked} in Campfire; it can no longer be changed",
+                digest=exact_digest(),
                 **common,
             )
         if lifecycle_changes or spec_changed:
-            return _state_only(common, body, record, lifecycle_changes)
+            return _state_only(common, body, exact_digest(), record, lifecycle_changes)
         if locked == "voided":
             note: str | None = "voided in Campfire"
         elif drift:
@@ -487,7 +494,9 @@ def _existing(
         else:
             note = None
         total = invoice_total(record.body)
-        return Change(action=Action.NOOP, amount=total, amount_before=total, reason=note, **common)
+        return Change(
+            action=Action.NOOP, amount=total, amount_before=total, reason=note, digest=record.digest, **common
+        )
 
     merged, drifted = _merge(spec_diff, drift, body_norm)
     if merged:
@@ -500,16 +509,21 @@ def _existing(
             amount=invoice_total(body),
             amount_before=invoice_total({**record.body, **remote_view} if drifted else record.body),
             reason=REASON_DRIFT if drifted else None,
+            digest=exact_digest(),
             **common,
         )
     if lifecycle_changes or spec_changed:
-        return _state_only(common, body, record, lifecycle_changes)
+        return _state_only(common, body, exact_digest(), record, lifecycle_changes)
     total = invoice_total(record.body)
-    return Change(action=Action.NOOP, amount=total, amount_before=total, **common)
+    return Change(action=Action.NOOP, amount=total, amount_before=total, digest=record.digest, **common)
 
 
 def _state_only(
-    common: Mapping[str, Any], body: dict[str, Any], record: InvoiceRecord, lifecycle_changes: list[FieldChange]
+    common: Mapping[str, Any],
+    body: dict[str, Any],
+    digest: str,
+    record: InvoiceRecord,
+    lifecycle_changes: list[FieldChange],
 ) -> Change:
     """An UPDATE with an empty patch: apply records the new body digest and lifecycle, and sends nothing."""
     return Change(
@@ -517,6 +531,7 @@ def _state_only(
         body=body,
         before=record.body,
         patch={},
+        digest=digest,
         field_changes=tuple(lifecycle_changes),
         amount=invoice_total(body),
         amount_before=invoice_total(record.body),
@@ -676,6 +691,8 @@ def _drift(record_body: Mapping[str, Any], live: Mapping[str, Any]) -> tuple[_Di
     if not isinstance(view, dict):
         return {}, {}
     applied = _restrict(record_body, view)
+    if applied == view:  # equal values (50 == Decimal("50.00")): no need to normalise and diff
+        return {}, view
     return _diff(_norm(applied), _norm(view)), view
 
 

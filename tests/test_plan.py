@@ -120,14 +120,22 @@ def test_tiny_money_difference_is_a_change() -> None:
     assert FieldChange("lines[0].rate", Decimal("0.1"), Decimal("0.10000001")) in change.field_changes
 
 
-def test_stale_digest_with_equal_body_is_a_state_only_update() -> None:
+def test_body_equal_to_the_applied_one_is_a_noop_whatever_digest_the_state_recorded() -> None:
     spec = desired("acme")
     state = new_state((spec, 1))
     state.invoices["acme"].digest = "sha256:written-by-an-older-version"
     change = only(make_plan([spec], state), "acme")
-    assert change.action is Action.UPDATE
-    assert change.patch == {} and change.field_changes == ()
-    assert change.reason == "only the state changes; nothing is sent to Campfire"
+    assert change.action is Action.NOOP
+    assert change.digest == "sha256:written-by-an-older-version"
+
+
+def test_changes_carry_the_digest_of_the_body_to_send() -> None:
+    state = new_state((desired("drifted"), 1), (desired("edited"), 2))
+    live = {"drifted": remote(state, "drifted", due_date="2025-08-15")}
+    plan = make_plan([desired("drifted"), desired("edited", due_date="2025-08-01")], state, live)
+    for change in plan.changes:
+        assert change.action is Action.UPDATE
+        assert change.body is not None and change.digest == body_digest(change.body)
 
 
 def test_lifecycle_change_is_a_state_only_update_so_apply_records_it() -> None:

@@ -78,7 +78,7 @@ async def _client(settings: Settings, *, required: bool) -> AsyncIterator[Campfi
         async with CampfireClient(SANDBOX_BASE_URL, DEFAULT_TOKEN, transport=sandbox.transport()) as client:
             yield client
     elif settings.api_key:
-        async with CampfireClient(env.base_url, settings.api_key) as client:
+        async with CampfireClient(env.base_url, settings.api_key, api_key_name=env.api_key_env, **_retry_tuning()) as client:
             yield client
     elif required:
         raise ConfigError(
@@ -87,6 +87,17 @@ async def _client(settings: Settings, *, required: bool) -> AsyncIterator[Campfi
         )
     else:
         yield None
+
+
+def _retry_tuning() -> dict[str, float]:
+    """INVOICESYNC_RETRY_BASE (seconds) shortens back-off, for test suites driving a faulty sandbox."""
+    raw = os.environ.get("INVOICESYNC_RETRY_BASE")
+    if not raw:
+        return {}
+    try:
+        return {"backoff_base": max(0.0, float(raw))}
+    except ValueError as exc:
+        raise ConfigError(f"INVOICESYNC_RETRY_BASE must be a number of seconds, not {raw!r}") from exc
 
 
 def _echo(text: str, *, err: bool = False) -> None:

@@ -168,7 +168,7 @@ def test_duplicate_addresses_are_refused() -> None:
     [("void", Action.VOID), ("delete", Action.DELETE), ("forget", Action.FORGET)],
 )
 def test_removed_spec_is_removed_per_its_lifecycle(on_remove: str, action: Action) -> None:
-    state = new_state((desired("old"), 7, LifecycleRecord(on_remove=on_remove)))  # type: ignore[arg-type]
+    state = new_state((desired("old"), 7, LifecycleRecord(on_remove=on_remove)))
     plan = make_plan([], state)
     (change,) = plan.changes
     assert change.action is action

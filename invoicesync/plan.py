@@ -951,7 +951,7 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
 
 
 def _change_from_doc(doc: _ChangeDoc) -> Change:
-    lifecycle = doc.lifecycle.model_dump() if doc.lifecycle is not None else {}
+    lifecycle = doc.lifecycle.model_dump(exclude_unset=True) if doc.lifecycle is not None else {}
     return Change(
         address=doc.address,
         action=doc.action,

@@ -52,6 +52,8 @@ def render_money(amount: Decimal, currency: str | None = None, *, signed: bool =
     positive amounts (``+USD 55.00``), zero never gets a sign. Never goes through float.
     """
     plain = money_text(abs(amount))
+    if not amount.is_finite():
+        return f"{currency} {amount}" if currency else str(amount)
     whole, _, decimals = plain.partition(".")
     grouped = f"{int(whole):,}" + (f".{decimals}" if decimals else "")
     text = f"{currency} {grouped}" if currency else grouped

@@ -11,6 +11,7 @@ from invoicesync.errors import PlanError
 from invoicesync.models import Lifecycle, body_digest, dumps_json, loads_json
 from invoicesync.plan import (
     Action,
+    Change,
     CurrencyTotals,
     FieldChange,
     Plan,
@@ -506,3 +507,8 @@ def test_specs_digest_follows_content_not_order() -> None:
     assert specs_digest([a, b]) != specs_digest([a, desired("b", due_date="2025-08-01")])
     assert specs_digest([a]) != specs_digest([desired("a", lifecycle=Lifecycle(prevent_destroy=True))])
     assert specs_digest([a]).startswith("sha256:")
+
+
+def test_hand_built_plans_round_trip_too() -> None:
+    plan = Plan("prod", LINEAGE, 9, "sha256:x", (Change("a", Action.FORGET, invoice_id=3),), targets=("a*",))
+    assert plan_from_dict(loads_json(dumps_json(plan_to_dict(plan)))) == plan

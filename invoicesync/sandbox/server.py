@@ -41,6 +41,8 @@ def _quiet_uvicorn() -> None:
 
 def _bind(host: str, port: int) -> socket.socket:
     try:
+        # getaddrinfo gives proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted connections of
+        # such a socket, and without it every response waits ~40 ms for the client's delayed ACK.
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -31,6 +31,7 @@ from invoicesync.plan import (
     Change,
     CurrencyTotals,
     FieldChange,
+    Outcome,
     Plan,
     counts,
     money_text,
@@ -525,24 +526,8 @@ def render_apply_result(result: ApplyResult, fmt: ResultFormat = "text", *, colo
         address_width = max(len(o.address) for o in outcomes)
         action_width = max(len(o.action.value) for o in outcomes)
         for o in outcomes:
-            status, style = ("ok", "green") if o.ok else (("skipped", "dim") if o.skipped else ("failed", "bold red"))
-            symbol = _SYMBOLS[o.action] if o.ok else ("·" if o.skipped else _BLOCKED_SYMBOL)
-            line = Text()
-            line.append(symbol.rjust(3), style=_STYLES[o.action] if o.ok else style)
-            line.append(" ")
-            line.append(o.address.ljust(address_width), style="bold")
-            line.append(_GAP + o.action.value.ljust(action_width) + _GAP)
-            line.append(status.ljust(7), style=style)
-            message_lines = (o.message or "").splitlines()
-            extra = [f"id {o.invoice_id}"] if o.invoice_id is not None else []
-            if message_lines:
-                extra.append(message_lines[0])
-            if extra:
-                line.append(_GAP + "   ".join(extra))
-            line.rstrip()
-            console.print(line)
-            for more in message_lines[1:]:
-                console.print(Text(_INDENT + more))
+            for line in _outcome_lines(o, address_width, action_width):
+                console.print(line)
         console.print(Text(""))
 
     elapsed = f"{result.elapsed_seconds:.1f} s"
@@ -559,6 +544,33 @@ def render_apply_result(result: ApplyResult, fmt: ResultFormat = "text", *, colo
         verdict = Text(f"Apply complete in {elapsed}: {done}.", style="bold green")
     console.print(verdict)
     return out.getvalue()
+
+
+def render_outcome(outcome: Outcome, *, color: bool = False) -> str:
+    """One finished change as apply reports it while running (``  + acme-2025-07   create   ok   id 145055``)."""
+    console, out = _console(color, None)
+    for line in _outcome_lines(outcome, len(outcome.address), len(outcome.action.value)):
+        console.print(line)
+    return out.getvalue()
+
+
+def _outcome_lines(o: Outcome, address_width: int, action_width: int) -> list[Text]:
+    status, style = ("ok", "green") if o.ok else (("skipped", "dim") if o.skipped else ("failed", "bold red"))
+    symbol = _SYMBOLS[o.action] if o.ok else ("·" if o.skipped else _BLOCKED_SYMBOL)
+    line = Text()
+    line.append(symbol.rjust(3), style=_STYLES[o.action] if o.ok else style)
+    line.append(" ")
+    line.append(o.address.ljust(address_width), style="bold")
+    line.append(_GAP + o.action.value.ljust(action_width) + _GAP)
+    line.append(status.ljust(7), style=style)
+    message_lines = (o.message or "").splitlines()
+    extra = [f"id {o.invoice_id}"] if o.invoice_id is not None else []
+    if message_lines:
+        extra.append(message_lines[0])
+    if extra:
+        line.append(_GAP + "   ".join(extra))
+    line.rstrip()
+    return [line] + [Text(_INDENT + more) for more in message_lines[1:]]
 
 
 def _done_counts(succeeded: Iterable[Any]) -> str:

@@ -10,7 +10,7 @@ import pytest
 from invoicesync.errors import InvoiceSyncError
 from invoicesync.models import RemoteSnapshot, dumps_json, loads_json
 from invoicesync.plan import Action, ApplyResult, Outcome, Plan, make_plan, plan_to_dict
-from invoicesync.render import render_apply_result, render_money, render_plan, render_show
+from invoicesync.render import render_apply_result, render_money, render_outcome, render_plan, render_show
 from invoicesync.state import LifecycleRecord, State
 from tests.invoices import desired, line, new_state, remote
 
@@ -354,3 +354,9 @@ def test_show_of_an_unknown_address_suggests_a_close_one() -> None:
 
 def test_show_of_an_empty_state() -> None:
     assert render_show(new_state()) == "The state of environment 'sandbox' holds no invoices.\n"
+
+
+def test_outcome_as_it_lands_is_one_line_per_change() -> None:
+    assert render_outcome(Outcome("acme-2025-07", Action.CREATE, True, 145055)) == "  + acme-2025-07   create   ok        id 145055\n"
+    failed = Outcome("beta", Action.VOID, False, 2, "Campfire answered 409:\nalready paid")
+    assert render_outcome(failed) == "  ! beta   void   failed    id 2   Campfire answered 409:\n      already paid\n"

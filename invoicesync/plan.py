@@ -406,7 +406,8 @@ def _replacement(
         return _create(spec, lineage, body=body, digest=digest, reason=REASON_REPLACE_VOIDED)
     field_changes: list[FieldChange] = []
     if record.digest != digest:
-        field_changes = _field_changes(_diff(_norm(record.body), _norm(body)))
+        ignore = _bookkeeping_keys(spec)
+        field_changes = _field_changes(_diff(_norm(_without(record.body, ignore)), _norm(_without(body, ignore))))
     field_changes += _lifecycle_changes(record, spec)
     on_remove = spec.lifecycle.on_remove
     blocked = None
@@ -437,9 +438,11 @@ def _existing(
     spec: DesiredInvoice, record: InvoiceRecord, lineage: str, refreshed_here: bool, live: Mapping[str, Any] | None
 ) -> Change:
     body = with_source(spec.wire, lineage, spec.address)
+    ignore = _bookkeeping_keys(spec)
+    compared, applied = _without(body, ignore), _without(record.body, ignore)
     # Unchanged invoices are most of a plan: a body equal to the one applied (Decimal('50') == 50) is
     # settled without serialising it for a digest, normalising or diffing it.
-    same_body = record.body == body
+    same_body = applied == compared
     digest = None if same_body else body_digest(body)
 
     def exact_digest() -> str:
@@ -455,9 +458,9 @@ def _existing(
     locked = None
     if live is not None:
         locked = _locked_reason(live)
-        drift, remote_view = _drift(record.body, live)
-    body_norm = _norm(body) if spec_changed or drift else None
-    spec_diff = _diff(_norm(record.body), body_norm) if spec_changed else {}
+        drift, remote_view = _drift(record.body, live, ignore=ignore)
+    body_norm = _norm(compared) if spec_changed or drift else None
+    spec_diff = _diff(_norm(applied), body_norm) if spec_changed else {}
 
     old_currency = _currency_of(record.body)
     common: dict[str, Any] = {
@@ -538,6 +541,25 @@ def _state_only(
         reason=REASON_STATE_ONLY,
         **common,
     )
+
+
+_MARKING_KEYS = ("source", "source_id")
+
+
+def _bookkeeping_keys(spec: DesiredInvoice) -> tuple[str, ...]:
+    """``source``/``source_id`` when invoicesync adds them rather than the spec.
+
+    They exist to find a create whose response was lost; once the invoice is created they are never
+    compared: an invoice adopted with ``import`` lacks them, and ``state mv`` changes the address
+    inside ``source_id``, and neither is a change to make in Campfire.
+    """
+    return tuple(k for k in _MARKING_KEYS if k not in spec.wire)
+
+
+def _without(body: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    if not keys:
+        return dict(body)
+    return {k: v for k, v in body.items() if k not in keys}
 
 
 def _destroys(change: Change) -> bool:
@@ -682,14 +704,19 @@ def _diff(before: Any, after: Any) -> _Diff:
     return out
 
 
-def _drift(record_body: Mapping[str, Any], live: Mapping[str, Any]) -> tuple[_Diff, dict[str, Any]]:
+def _drift(
+    record_body: Mapping[str, Any], live: Mapping[str, Any], *, ignore: Iterable[str] = ()
+) -> tuple[_Diff, dict[str, Any]]:
     """What Campfire holds that differs from the body last applied: ``({path: (applied, remote)}, remote view)``.
 
-    Only the keys of the applied body are compared, and only those Campfire returned.
+    Only the keys of the applied body are compared, and only those Campfire returned; ``ignore``
+    names top-level keys left out of the comparison.
     """
     view = _align(project_remote(live, record_body), record_body)
     if not isinstance(view, dict):
         return {}, {}
+    for key in ignore:
+        view.pop(key, None)
     applied = _restrict(record_body, view)
     if applied == view:  # equal values (50 == Decimal("50.00")): no need to normalise and diff
         return {}, view

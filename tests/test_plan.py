@@ -512,3 +512,25 @@ def test_specs_digest_follows_content_not_order() -> None:
 def test_hand_built_plans_round_trip_too() -> None:
     plan = Plan("prod", LINEAGE, 9, "sha256:x", (Change("a", Action.FORGET, invoice_id=3),), targets=("a*",))
     assert plan_from_dict(loads_json(dumps_json(plan_to_dict(plan)))) == plan
+
+
+def test_imported_invoice_without_source_marking_is_not_drift() -> None:
+    spec = desired("acme")
+    state = new_state((spec, 1))
+    live = remote(state, "acme", source=None, source_id=None)
+    assert only(make_plan([spec], state, {"acme": live}), "acme").action is Action.NOOP
+    live_other = remote(state, "acme", source="another-integration")
+    assert only(make_plan([spec], state, {"acme": live_other}), "acme").action is Action.NOOP
+    spec_marked = desired("marked", source="billing-bot")
+    marked = new_state((spec_marked, 2))
+    change = only(make_plan([spec_marked], marked, {"marked": remote(marked, "marked", source=None)}), "marked")
+    assert change.field_changes == (FieldChange("source", None, "billing-bot", drift=True),)
+
+
+def test_renamed_address_keeps_its_invoice_without_patching_source_id() -> None:
+    state = new_state((desired("acme-2025-07"), 1))
+    state.invoices["acme/2025-07"] = state.invoices.pop("acme-2025-07")  # what `state mv` does
+    plan = make_plan([desired("acme/2025-07")], state)
+    assert only(plan, "acme/2025-07").action is Action.NOOP
+    moved = make_plan([desired("acme/2025-07", due_date="2025-08-01")], state)
+    assert only(moved, "acme/2025-07").patch == {"due_date": "2025-08-01"}

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from invoicesync.models import dumps_json, loads_json
-from invoicesync.sandbox import FixtureError, Sandbox, SandboxDataError
+from invoicesync.sandbox import FixtureError, Sandbox, SandboxDataError, store
 from invoicesync.sandbox.fixtures import load_fixtures
 from tests.sandbox_helpers import API, AUTH, invoice_body, seed_request
 
@@ -44,10 +44,33 @@ def test_data_file_keeps_money_as_exact_decimal_numbers(tmp_path: Path) -> None:
     path = tmp_path / "sb.json"
     sandbox = Sandbox(data_file=path)
     post(sandbox, API, invoice_body(lines=[{"quantity": 3, "rate": Decimal("0.1")}]))
-    text = path.read_text()
-    assert '"total_amount":0.3' in text and "0.30000000000000004" not in text
-    assert loads_json(text)["invoices"][0]["total_amount"] == Decimal("0.3")
-    assert [p.name for p in tmp_path.iterdir()] == ["sb.json"]  # no temporary file left behind
+    sandbox.reset()  # folds everything into the snapshot
+    post(sandbox, API, invoice_body(lines=[{"quantity": 3, "rate": Decimal("0.1")}]))
+    changes = (tmp_path / "sb.json.changes").read_text()
+    assert '"total_amount":0.3' in changes and "0.30000000000000004" not in changes
+    (entry,) = [loads_json(line) for line in changes.splitlines()]
+    assert entry["invoices"]["145055"]["total_amount"] == Decimal("0.3")
+    assert loads_json(path.read_text())["invoices"] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sb.json", "sb.json.changes"]  # no temporary file left
+
+
+def test_changes_fold_into_the_snapshot_once_they_outgrow_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "_MIN_COMPACT_BYTES", 0)
+    path = tmp_path / "sb.json"
+    sandbox = Sandbox(data_file=path)
+    for n in range(6):
+        post(sandbox, API, invoice_body(invoice_number=f"N-{n}"))
+    assert len(loads_json(path.read_text())["invoices"]) >= 3  # compacted at least once
+    assert Sandbox(data_file=path).invoices() == sandbox.invoices()
+
+
+def test_a_change_torn_by_a_crash_is_dropped_on_load(tmp_path: Path) -> None:
+    path = tmp_path / "sb.json"
+    sandbox = Sandbox(data_file=path)
+    post(sandbox, API, invoice_body())
+    with (tmp_path / "sb.json.changes").open("a") as changes:
+        changes.write('{"invoices": {"145056": {"id"')
+    assert [inv["id"] for inv in Sandbox(data_file=path).invoices()] == [145055]
 
 
 def test_reset_is_written_to_the_data_file(tmp_path: Path) -> None:

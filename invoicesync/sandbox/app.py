@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, fields
 from decimal import Decimal
 from pathlib import Path
@@ -59,7 +59,7 @@ Handler = Callable[[Request, Any], tuple[int, Any]]
 _NOT_FOUND = {"detail": "Not found."}
 
 
-def _json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+def _json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
     if payload is None:
         return Response(status_code=status, headers=headers)
     return Response(dumps_json(payload), status_code=status, media_type="application/json", headers=headers)

@@ -10,8 +10,11 @@ A record is a dict with every key of the seed's 201 response plus a few writable
 response does not show (``discount``, ``tags``, ``vat_number``, ...) and private bookkeeping keys
 starting with ``_``; ``render`` cuts it down to the response. Money is ``Decimal`` throughout.
 
-Storage is in memory, or, given a data file, also a JSON file rewritten atomically (temporary
-file, fsync, ``os.replace``) after every change and read back on start. Every public method takes
+Storage is in memory, or, given a data file, also on disk, durable before each response: a JSON
+snapshot written atomically (temporary file, fsync, ``os.replace``, fsync of the folder) plus
+``<data file>.changes``, one fsynced JSON line per mutating request with the records it changed.
+The changes are folded into a new snapshot once they outgrow it (and on reset), so a save costs
+what changed, not the whole store; a start reads the snapshot, then replays the changes. Every public method takes
 the store's lock, so the store may be used from the server thread and a test thread at once.
 
 Deviations from Campfire, all [unverified] in API.md: ``past_due_days`` stays null (no nightly
@@ -86,6 +89,7 @@ LIST_EXTRA_KEYS: tuple[str, ...] = ("is_deleted",)
 FIRST_IDS: dict[str, int] = {"invoice": 145055, "line": 337587, "journal_entry": 7491952, "payment": 51220, "number": 493}
 FORMAT_VERSION = 1
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S+0000"
+_MIN_COMPACT_BYTES = 1 << 20
 
 _LIST_DEFAULTS: dict[str, Any] = {"revenue_transactions": [], "tags": []}
 _DEFAULTS: dict[str, Any] = {
@@ -147,7 +151,12 @@ class InvoiceStore:
         self._invoices: dict[int, dict[str, Any]] = {}
         self._idempotency: dict[str, dict[str, Any]] = {}
         self._next: dict[str, int] = dict(FIRST_IDS)
-        if data_file is not None and data_file.exists():
+        self._dirty: set[int] = set()
+        self._dirty_keys: set[str] = set()
+        self._snapshot_bytes = 0
+        self._changes_bytes = 0
+        self.changes_file = data_file.with_name(data_file.name + ".changes") if data_file is not None else None
+        if data_file is not None:
             self._load(data_file)
 
     # --- ids and time ------------------------------------------------------------------------------
@@ -271,6 +280,7 @@ class InvoiceStore:
         with self.lock:
             rec = self._build(body, None, keep_lines=False)
             self._invoices[rec["id"]] = rec
+            self._dirty.add(rec["id"])
             return rec
 
     def create_many(self, bodies: Iterable[InvoiceBody]) -> list[dict[str, Any]]:
@@ -297,6 +307,7 @@ class InvoiceStore:
             previous = self.check_editable(invoice_id)
             rec = self._build(body, previous, keep_lines=keep_lines)
             self._invoices[invoice_id] = rec
+            self._dirty.add(invoice_id)
             return rec
 
     def delete(self, invoice_id: int) -> None:
@@ -304,6 +315,7 @@ class InvoiceStore:
         with self.lock:
             self.get(invoice_id)
             del self._invoices[invoice_id]
+            self._dirty.add(invoice_id)
 
     def void(self, invoice_id: int, void_date: dt.date | None) -> dict[str, Any]:
         """Void an invoice (``void_date`` defaults to today)."""
@@ -317,6 +329,7 @@ class InvoiceStore:
             rec["voided_journal_entry"] = self._take("journal_entry")
             rec["last_modified_at"] = timestamp(self.clock())
             _settle(rec)
+            self._dirty.add(invoice_id)
             return rec
 
     def reopen(self, invoice_id: int) -> dict[str, Any]:
@@ -329,6 +342,7 @@ class InvoiceStore:
             rec["voided_journal_entry"] = None
             rec["last_modified_at"] = timestamp(self.clock())
             _settle(rec)
+            self._dirty.add(invoice_id)
             return rec
 
     def pay(self, invoice_id: int, payments: list[ManualPayment]) -> dict[str, Any]:
@@ -364,6 +378,7 @@ class InvoiceStore:
                 rec["payment_journal_entries"].append(journal_entry)
             rec["last_modified_at"] = now
             _settle(rec)
+            self._dirty.add(invoice_id)
             return rec
 
     def _payment(self, invoice_id: int, payment_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -387,6 +402,7 @@ class InvoiceStore:
             )
             rec["last_modified_at"] = now
             _settle(rec)
+            self._dirty.add(invoice_id)
             return payment
 
     def delete_payment(self, invoice_id: int, payment_id: int) -> None:
@@ -398,6 +414,7 @@ class InvoiceStore:
                 rec["payment_journal_entries"].remove(payment["payment_journal_entry"])
             rec["last_modified_at"] = timestamp(self.clock())
             _settle(rec)
+            self._dirty.add(invoice_id)
 
     # --- idempotency -------------------------------------------------------------------------------
 
@@ -410,6 +427,7 @@ class InvoiceStore:
         """Record the outcome of a request carrying ``Idempotency-Key`` ``key``."""
         with self.lock:
             self._idempotency[key] = {"fingerprint": fingerprint, "status": status, "body": body}
+            self._dirty_keys.add(key)
 
     # --- whole store -------------------------------------------------------------------------------
 
@@ -419,35 +437,111 @@ class InvoiceStore:
             self._invoices.clear()
             self._idempotency.clear()
             self._next = dict(FIRST_IDS)
-            self.save()
+            if self.data_file is not None:
+                self._compact()
 
     def save(self) -> None:
-        """Write the data file atomically, if there is one."""
-        if self.data_file is None:
-            return
+        """Make every change since the last save durable, if there is a data file.
+
+        Appends the changed records to the changes file (one fsynced JSON line), and folds the
+        changes into a new snapshot once they outgrow it, so a save costs what changed, not the
+        whole store.
+        """
         with self.lock:
-            text = dumps_json(
-                {
-                    "format_version": FORMAT_VERSION,
-                    "next_ids": self._next,
-                    "invoices": list(self._invoices.values()),
-                    "idempotency": self._idempotency,
-                }
-            )
-            _atomic_write(self.data_file, text)
+            if self.data_file is None or self.changes_file is None:
+                self._dirty.clear()
+                self._dirty_keys.clear()
+                return
+            if not (self._dirty or self._dirty_keys):
+                return
+            if self._changes_bytes > max(self._snapshot_bytes, _MIN_COMPACT_BYTES):
+                self._compact()
+                return
+            entry = {
+                "next_ids": self._next,
+                "invoices": {str(pk): self._invoices.get(pk) for pk in sorted(self._dirty)},
+                "idempotency": {key: self._idempotency[key] for key in sorted(self._dirty_keys)},
+            }
+            line = (dumps_json(entry) + "\n").encode("utf-8")
+            try:
+                new = self._changes_bytes == 0
+                if new:
+                    self.changes_file.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.changes_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                try:
+                    os.write(fd, line)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                if new:
+                    _fsync_folder(self.changes_file.parent)
+            except OSError as exc:
+                raise SandboxDataError(self.changes_file, f"cannot write the sandbox changes file: {exc.strerror or exc}") from exc
+            self._changes_bytes += len(line)
+            self._dirty.clear()
+            self._dirty_keys.clear()
+
+    def _compact(self) -> None:
+        """Write the whole store as the snapshot (atomically) and drop the changes file."""
+        assert self.data_file is not None and self.changes_file is not None
+        text = dumps_json(
+            {
+                "format_version": FORMAT_VERSION,
+                "next_ids": self._next,
+                "invoices": list(self._invoices.values()),
+                "idempotency": self._idempotency,
+            }
+        )
+        _atomic_write(self.data_file, text)
+        try:
+            self.changes_file.unlink(missing_ok=True)
+        except OSError as exc:
+            raise SandboxDataError(self.changes_file, f"cannot remove the sandbox changes file: {exc.strerror or exc}") from exc
+        self._snapshot_bytes = len(text)
+        self._changes_bytes = 0
+        self._dirty.clear()
+        self._dirty_keys.clear()
 
     def _load(self, path: Path) -> None:
+        if path.exists():
+            try:
+                text = path.read_text(encoding="utf-8")
+                data = loads_json(text)
+            except OSError as exc:
+                raise SandboxDataError(path, f"cannot read the sandbox data file: {exc.strerror or exc}") from exc
+            except ValueError as exc:
+                raise SandboxDataError(path, f"not a sandbox data file (invalid JSON: {exc}); delete it to start empty") from exc
+            if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+                raise SandboxDataError(path, f"not a sandbox data file of format version {FORMAT_VERSION}; delete it to start empty")
+            self._invoices = {rec["id"]: _decimals(rec) for rec in data.get("invoices", [])}
+            self._idempotency = dict(data.get("idempotency", {}))
+            self._next = {**FIRST_IDS, **data.get("next_ids", {})}
+            self._snapshot_bytes = len(text)
+        assert self.changes_file is not None
+        if not self.changes_file.exists():
+            return
         try:
-            data = loads_json(path.read_text(encoding="utf-8"))
+            raw = self.changes_file.read_bytes()
         except OSError as exc:
-            raise SandboxDataError(path, f"cannot read the sandbox data file: {exc.strerror or exc}") from exc
-        except ValueError as exc:
-            raise SandboxDataError(path, f"not a sandbox data file (invalid JSON: {exc}); delete it to start empty") from exc
-        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
-            raise SandboxDataError(path, f"not a sandbox data file of format version {FORMAT_VERSION}; delete it to start empty")
-        self._invoices = {rec["id"]: _decimals(rec) for rec in data.get("invoices", [])}
-        self._idempotency = dict(data.get("idempotency", {}))
-        self._next = {**FIRST_IDS, **data.get("next_ids", {})}
+            raise SandboxDataError(self.changes_file, f"cannot read the sandbox changes file: {exc.strerror or exc}") from exc
+        lines = raw.split(b"\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = loads_json(line)
+            except ValueError as exc:
+                if number == len(lines):
+                    break  # a change torn by a crash was never answered, so it never happened
+                raise SandboxDataError(self.changes_file, f"line {number} is damaged ({exc}); delete the file to drop the changes") from exc
+            for pk, rec in entry.get("invoices", {}).items():
+                if rec is None:
+                    self._invoices.pop(int(pk), None)
+                else:
+                    self._invoices[int(pk)] = _decimals(rec)
+            self._idempotency.update(entry.get("idempotency", {}))
+            self._next.update(entry.get("next_ids", {}))
+        self._changes_bytes = len(raw)
 
 
 _MONEY_KEYS = ("total_amount", "amount_paid", "amount_due", "exchange_rate", "exchange_rate_book", "discount")
@@ -506,9 +600,19 @@ def _atomic_write(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     except OSError as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise SandboxDataError(path, f"cannot write the sandbox data file: {exc.strerror or exc}") from exc
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename or a new file in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

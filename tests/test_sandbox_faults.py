@@ -193,3 +193,11 @@ def test_serve_reports_its_url_and_stops_cleanly_on_ctrl_c(tmp_path: object) -> 
             proc.wait()
     assert proc.returncode == 0 and out.strip() == "stopped"
     assert "Traceback" not in err
+
+
+def test_fault_settings_out_of_range_are_refused_with_a_readable_error() -> None:
+    from invoicesync.errors import InvoiceSyncError
+
+    for bad in ({"fail_rate": 1.5}, {"drop_rate": -0.1}, {"latency_ms": -1}, {"retry_after": -1}):
+        with pytest.raises(InvoiceSyncError, match="must"):
+            FaultSettings(**bad)  # type: ignore[arg-type]

@@ -18,8 +18,16 @@ Owns nothing itself; re-exports the public API::
 from __future__ import annotations
 
 from invoicesync.sandbox.app import DEFAULT_TOKEN, Sandbox
-from invoicesync.sandbox.faults import DroppedConnection, FaultSettings
+from invoicesync.sandbox.faults import DroppedConnection, FaultSettings, FaultSettingsError
 from invoicesync.sandbox.fixtures import FixtureError
 from invoicesync.sandbox.store import SandboxDataError
 
-__all__ = ["DEFAULT_TOKEN", "DroppedConnection", "FaultSettings", "FixtureError", "Sandbox", "SandboxDataError"]
+__all__ = [
+    "DEFAULT_TOKEN",
+    "DroppedConnection",
+    "FaultSettings",
+    "FaultSettingsError",
+    "FixtureError",
+    "Sandbox",
+    "SandboxDataError",
+]

@@ -23,7 +23,12 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from invoicesync.errors import InvoiceSyncError
 from invoicesync.models import dumps_json
+
+
+class FaultSettingsError(InvoiceSyncError, ValueError):
+    """A fault setting out of its range (a rate outside 0..1, a negative time)."""
 
 
 @dataclass(frozen=True)
@@ -41,11 +46,11 @@ class FaultSettings:
         for name in ("fail_rate", "throttle_rate", "drop_rate"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
-                raise ValueError(f"{name} must be between 0 and 1, not {value}")
+                raise FaultSettingsError(f"{name} must be between 0 and 1, not {value}")
         if self.latency_ms < 0:
-            raise ValueError(f"latency_ms must not be negative, not {self.latency_ms}")
+            raise FaultSettingsError(f"latency_ms must not be negative, not {self.latency_ms}")
         if self.retry_after < 0:
-            raise ValueError(f"retry_after must not be negative, not {self.retry_after}")
+            raise FaultSettingsError(f"retry_after must not be negative, not {self.retry_after}")
 
     def to_json(self) -> dict[str, Any]:
         """The settings as the control API shows them (rates and times as numbers with a fraction)."""

@@ -11,6 +11,7 @@ Never does IO, never reads the clock, never prints.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,6 +22,7 @@ from fnmatch import translate
 from typing import Any, Literal
 
 from deepdiff import DeepDiff
+from deepdiff.helper import NotPresent
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from invoicesync.errors import PlanError
@@ -657,8 +659,6 @@ def _select_replacements(
 
 
 def _did_you_mean(pattern: str, addresses: Sequence[str]) -> str:
-    import difflib
-
     close = difflib.get_close_matches(pattern, addresses, n=3)
     return f" Did you mean {', '.join(close)}?" if close else ""
 
@@ -691,8 +691,6 @@ def _diff(before: Any, after: Any) -> _Diff:
     """``{path: (before, after)}`` for every leaf that differs between two normalised bodies."""
     if before == after:
         return {}
-    from deepdiff.helper import NotPresent
-
     out: _Diff = {}
     tree = DeepDiff(before, after, view="tree", threshold_to_diff_deeper=0)
     for levels in tree.values():

@@ -104,7 +104,8 @@ async def execute_plan(
         stop=stop or asyncio.Event(),
     )
     semaphore = asyncio.Semaphore(max(1, parallelism))
-    actionable = [c for c in plan.changes if c.action is not Action.NOOP]
+    # Blocked changes (the invoice is paid or voided in Campfire) are shown by the plan and not attempted.
+    actionable = [c for c in plan.changes if c.action is not Action.NOOP and not c.blocked]
 
     async def worker(change: Change) -> None:
         async with semaphore:
@@ -140,9 +141,7 @@ def _fold_and_save(store: StateStore, state: State, plan: Plan) -> State:
 
 async def _carry_out(run: _Run, change: Change, state: State) -> None:
     try:
-        if change.blocked:
-            run.report(Outcome(change.address, change.action, ok=False, skipped=True, invoice_id=change.invoice_id, message=change.blocked))
-        elif change.action is Action.CREATE:
+        if change.action is Action.CREATE:
             replaces = state.invoices[change.address].id if change.address in state.invoices else None
             await _create(run, change, replaces)
         elif change.action is Action.UPDATE:
@@ -207,6 +206,13 @@ async def _create(run: _Run, change: Change, replaces: int | None) -> None:
 
 async def _update(run: _Run, change: Change) -> None:
     assert change.invoice_id is not None and change.body is not None and change.patch is not None
+    if not change.patch:
+        # Only the recorded lifecycle changed: nothing to send.
+        await run.journal.append({"op": "updated", "address": change.address, "id": change.invoice_id,
+                                  "digest": change.digest, "body": dict(change.body),
+                                  "lifecycle": dict(change.lifecycle), "time": _now()})
+        run.report(Outcome(change.address, change.action, ok=True, invoice_id=change.invoice_id))
+        return
     current = await run.client.get_invoice(change.invoice_id)
     if current is None:
         run.report(Outcome(change.address, change.action, ok=False, invoice_id=change.invoice_id,

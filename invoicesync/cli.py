@@ -25,7 +25,7 @@ from invoicesync.client import CampfireClient
 from invoicesync.config import Settings, load_settings
 from invoicesync.errors import ConfigError, InvoiceSyncError, PlanError, UsageError
 from invoicesync.models import dumps_json, loads_json
-from invoicesync.plan import Action, Outcome, Plan, make_plan, plan_from_dict, plan_to_dict, specs_digest
+from invoicesync.plan import Action, Outcome, Plan, has_changes, make_plan, plan_from_dict, plan_to_dict, specs_digest
 from invoicesync.render import render_apply_result, render_outcome, render_plan, render_show
 from invoicesync.specs import SpecSet, load_specs
 from invoicesync.state import State, StateStore, new_state
@@ -243,13 +243,9 @@ def plan_cmd(ctx: click.Context, refresh_: bool, parallelism: int, targets: tupl
         _write_atomically(out, dumps_json(plan_to_dict(plan), pretty=True))
         if fmt == "text":
             _echo(f"\nSaved the plan to {out}. Apply exactly this plan with: invoicesync apply {out}")
-    if detailed_exitcode and _has_changes(plan):
+    if detailed_exitcode and has_changes(plan):
         return 2
     return 0
-
-
-def _has_changes(plan: Plan) -> bool:
-    return any(c.action is not Action.NOOP for c in plan.changes)
 
 
 def _confirm(auto_approve: bool) -> None:
@@ -326,7 +322,7 @@ async def _apply_async(opts: Options, settings: Settings, store: StateStore, spe
             plan = make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None)
             if not opts.json:
                 _echo(render_plan(plan, "text", color=opts.color))
-            if not _has_changes(plan):
+            if not has_changes(plan):
                 if remote:
                     store.save(state)
                 if opts.json:
@@ -386,7 +382,7 @@ def _interrupts(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Any:
 @contextlib.contextmanager
 def _progress(opts: Options, plan: Plan) -> Any:
     """A progress bar on a terminal; one line per finished change otherwise (CI logs)."""
-    total = sum(1 for c in plan.changes if c.action is not Action.NOOP)
+    total = sum(1 for c in plan.changes if c.action is not Action.NOOP and not c.blocked)
     if opts.json:
         yield None
         return

@@ -5,10 +5,12 @@ BIN := $(VENV)/bin
 
 .PHONY: install demo test typecheck bench clean
 
+# pip's chatter goes to $(VENV)/install.log, shown only when the install fails.
 $(BIN)/invoicesync: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "Installing invoicesync and its dependencies into $(VENV) ..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --upgrade pip > $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@$(BIN)/python -m pip install -e '.[dev]' >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
 	@touch $@
 
 install: $(BIN)/invoicesync

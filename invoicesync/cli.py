@@ -212,6 +212,8 @@ async def _prepare(
 
                 addresses = select(sorted(state.invoices), list(targets) + list(replace)) if targets else None
                 remote = await refresh(state, client, addresses=addresses, parallelism=parallelism)
+    if refresh_ and not state.invoices:
+        remote = {}  # nothing recorded, so nothing to read back: the plan is as fresh as it gets
     plan = make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None)
     return plan, state, remote, notes
 
@@ -319,6 +321,8 @@ async def _apply_async(opts: Options, settings: Settings, store: StateStore, spe
                 addresses = select(sorted(state.invoices), list(targets) + list(replace)) if targets else None
                 remote = await refresh(state, client, addresses=addresses, parallelism=parallelism)
                 state = with_remote_snapshots(state, remote)
+            elif refresh_:
+                remote = {}
             plan = make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None)
             if not opts.json:
                 _echo(render_plan(plan, "text", color=opts.color))
@@ -332,10 +336,10 @@ async def _apply_async(opts: Options, settings: Settings, store: StateStore, spe
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        with _interrupts(loop, stop), _progress(opts, plan) as on_outcome:
+        with _interrupts(loop, stop), _progress(opts, plan) as (on_outcome, streamed):
             _state, result = await execute_plan(plan, store=store, state=state, client=client,
                                                 parallelism=parallelism, on_outcome=on_outcome, stop=stop)
-    _echo(render_apply_result(result, "json" if opts.json else "text", color=opts.color))
+    _echo(render_apply_result(result, "json" if opts.json else "text", color=opts.color, only_failures=streamed))
     if result.interrupted:
         _echo("Interrupted: no new changes were started; every finished change is recorded.", err=True)
     return 1 if result.failed or result.interrupted else 0
@@ -381,10 +385,19 @@ def _interrupts(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Any:
 
 @contextlib.contextmanager
 def _progress(opts: Options, plan: Plan) -> Any:
-    """A progress bar on a terminal; one line per finished change otherwise (CI logs)."""
-    total = sum(1 for c in plan.changes if c.action is not Action.NOOP and not c.blocked)
+    """A progress bar on a terminal; one line per finished change otherwise (CI logs).
+
+    Yields the outcome callback and whether outcomes are streamed as lines (so the summary need not
+    repeat them).
+    """
+    actionable = [c for c in plan.changes if c.action is not Action.NOOP and not c.blocked]
+    total = len(actionable)
+    widths = {
+        "address_width": max((len(c.address) for c in actionable), default=0),
+        "action_width": max((len(c.action.value) for c in actionable), default=0),
+    }
     if opts.json:
-        yield None
+        yield None, False
         return
     if sys.stderr.isatty() and not opts.no_color:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -394,16 +407,14 @@ def _progress(opts: Options, plan: Plan) -> Any:
 
             def advance(outcome: Outcome) -> None:
                 bar.advance(task)
-                if not outcome.ok:
-                    bar.console.print(render_outcome(outcome, color=opts.color))
 
-            yield advance
+            yield advance, False
         return
 
     def line(outcome: Outcome) -> None:
-        _echo(render_outcome(outcome, color=False))
+        _echo(render_outcome(outcome, color=False, **widths))
 
-    yield line
+    yield line, True
 
 
 @cli.command()

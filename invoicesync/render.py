@@ -488,8 +488,13 @@ _DONE: Mapping[Action, str] = {
 }
 
 
-def render_apply_result(result: ApplyResult, fmt: ResultFormat = "text", *, color: bool = False) -> str:
+def render_apply_result(
+    result: ApplyResult, fmt: ResultFormat = "text", *, color: bool = False, only_failures: bool = False
+) -> str:
     """What an apply did: one line per attempted or skipped change, then a one-line verdict.
+
+    ``only_failures`` lists just the changes that did not succeed (when each outcome was already
+    shown as it happened).
 
     ``json`` gives ``{"format_version", "kind": "invoicesync-apply-result", "interrupted",
     "elapsed_seconds", "summary": {"succeeded", "failed", "skipped"}, "outcomes": [...]}``.
@@ -522,10 +527,11 @@ def render_apply_result(result: ApplyResult, fmt: ResultFormat = "text", *, colo
         raise UsageError(f"Unknown result format {fmt!r}: use text or json.")
 
     console, out = _console(color, None)
-    if outcomes:
-        address_width = max(len(o.address) for o in outcomes)
-        action_width = max(len(o.action.value) for o in outcomes)
-        for o in outcomes:
+    listed = [o for o in outcomes if not o.ok] if only_failures else outcomes
+    if listed:
+        address_width = max(len(o.address) for o in listed)
+        action_width = max(len(o.action.value) for o in listed)
+        for o in listed:
             for line in _outcome_lines(o, address_width, action_width):
                 console.print(line)
         console.print(Text(""))
@@ -546,10 +552,14 @@ def render_apply_result(result: ApplyResult, fmt: ResultFormat = "text", *, colo
     return out.getvalue()
 
 
-def render_outcome(outcome: Outcome, *, color: bool = False) -> str:
-    """One finished change as apply reports it while running (``  + acme-2025-07   create   ok   id 145055``)."""
+def render_outcome(outcome: Outcome, *, color: bool = False, address_width: int = 0, action_width: int = 0) -> str:
+    """One finished change as apply reports it while running (``  + acme-2025-07   create   ok   id 145055``).
+
+    The widths align the columns of successive lines (pass the longest address and action of the plan).
+    """
     console, out = _console(color, None)
-    for line in _outcome_lines(outcome, len(outcome.address), len(outcome.action.value)):
+    widths = (max(address_width, len(outcome.address)), max(action_width, len(outcome.action.value)))
+    for line in _outcome_lines(outcome, *widths):
         console.print(line)
     return out.getvalue()
 

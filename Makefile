@@ -20,8 +20,9 @@ demo: install
 	$(BIN)/invoicesync plan
 	$(BIN)/invoicesync apply --auto-approve
 
-## test: the whole test suite
+## test: the whole test suite (type check first: mypy strict over the package)
 test: install
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 
 typecheck: install

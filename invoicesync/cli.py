@@ -78,7 +78,9 @@ async def _client(settings: Settings, *, required: bool) -> AsyncIterator[Campfi
         async with CampfireClient(SANDBOX_BASE_URL, DEFAULT_TOKEN, transport=sandbox.transport()) as client:
             yield client
     elif settings.api_key:
-        async with CampfireClient(env.base_url, settings.api_key, api_key_name=env.api_key_env, **_retry_tuning()) as client:
+        async with CampfireClient(
+            env.base_url, settings.api_key, api_key_name=env.api_key_env, backoff_base=_retry_base()
+        ) as client:
             yield client
     elif required:
         raise ConfigError(
@@ -89,13 +91,13 @@ async def _client(settings: Settings, *, required: bool) -> AsyncIterator[Campfi
         yield None
 
 
-def _retry_tuning() -> dict[str, float]:
-    """INVOICESYNC_RETRY_BASE (seconds) shortens back-off, for test suites driving a faulty sandbox."""
+def _retry_base() -> float:
+    """INVOICESYNC_RETRY_BASE (seconds, default 0.25) shortens back-off, for test suites driving a faulty sandbox."""
     raw = os.environ.get("INVOICESYNC_RETRY_BASE")
     if not raw:
-        return {}
+        return 0.25
     try:
-        return {"backoff_base": max(0.0, float(raw))}
+        return max(0.0, float(raw))
     except ValueError as exc:
         raise ConfigError(f"INVOICESYNC_RETRY_BASE must be a number of seconds, not {raw!r}") from exc
 
@@ -134,7 +136,7 @@ def common_options(func: F) -> F:
     return func
 
 
-def _options(ctx: click.Context, env: str | None, var: tuple[str, ...], var_file: tuple[Path, ...], json_: bool, no_color: bool) -> Options:
+def _options(ctx: click.Context, /, env: str | None, var: tuple[str, ...], var_file: tuple[Path, ...], json_: bool, no_color: bool) -> Options:
     directory = ctx.obj.get("directory") if ctx.obj else None
     return Options(directory=directory, env=env, var=var, var_file=var_file, json=json_, no_color=no_color)
 
@@ -150,7 +152,7 @@ def _lock_timeout(value: float | None) -> float | None:
 @click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path), metavar="DIR", help="Run in workspace DIR.")
 @click.version_option(__version__, prog_name="invoicesync")
 @click.pass_context
-def cli(ctx: click.Context, directory: Path | None) -> None:
+def cli(ctx: click.Context, /, directory: Path | None) -> None:
     """Terraform for Campfire invoices: declare them in specs, plan, apply exactly once."""
     ctx.obj = {"directory": directory}
 
@@ -158,7 +160,7 @@ def cli(ctx: click.Context, directory: Path | None) -> None:
 @cli.command()
 @common_options
 @click.pass_context
-def validate(ctx: click.Context, **kw: Any) -> int:
+def validate(ctx: click.Context, /, **kw: Any) -> int:
     """Render and validate every spec (no network, no state)."""
     opts = _options(ctx, **kw)
     settings = opts.settings()
@@ -225,7 +227,7 @@ async def _prepare(
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when the plan has changes, 0 when it has none.")
 @click.pass_context
-def plan_cmd(ctx: click.Context, refresh_: bool, parallelism: int, targets: tuple[str, ...], replace: tuple[str, ...],
+def plan_cmd(ctx: click.Context, /, refresh_: bool, parallelism: int, targets: tuple[str, ...], replace: tuple[str, ...],
              lock_timeout: float, out: Path | None, fmt: str, detailed_exitcode: bool, **kw: Any) -> int:
     """Validate, diff against the state (refreshed from Campfire), print the plan."""
     opts = _options(ctx, **kw)
@@ -282,7 +284,7 @@ def _load_saved_plan(path: Path) -> Plan:
 @_plan_flags
 @click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
-def apply_cmd(ctx: click.Context, planfile: Path | None, refresh_: bool, parallelism: int, targets: tuple[str, ...],
+def apply_cmd(ctx: click.Context, /, planfile: Path | None, refresh_: bool, parallelism: int, targets: tuple[str, ...],
               replace: tuple[str, ...], lock_timeout: float, auto_approve: bool, **kw: Any) -> int:
     """Plan (or load a saved plan), confirm, create/update/remove invoices, record each result."""
     opts = _options(ctx, **kw)
@@ -421,7 +423,7 @@ def _progress(opts: Options, plan: Plan) -> Any:
 @click.argument("address", required=False)
 @common_options
 @click.pass_context
-def show(ctx: click.Context, address: str | None, **kw: Any) -> int:
+def show(ctx: click.Context, /, address: str | None, **kw: Any) -> int:
     """What the state holds, with money per currency (invoiced, paid, due)."""
     opts = _options(ctx, **kw)
     settings = opts.settings()
@@ -450,7 +452,7 @@ def _recovered_state(settings: Settings, store: StateStore, *, lock_timeout: flo
 @click.option("--parallelism", type=click.IntRange(1, 256), default=8, show_default=True)
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0, metavar="SECONDS")
 @click.pass_context
-def refresh_cmd(ctx: click.Context, parallelism: int, lock_timeout: float, **kw: Any) -> int:
+def refresh_cmd(ctx: click.Context, /, parallelism: int, lock_timeout: float, **kw: Any) -> int:
     """Read every managed invoice back and update the state's remote snapshots (changes nothing remote)."""
     opts = _options(ctx, **kw)
     settings = opts.settings()
@@ -484,7 +486,7 @@ def refresh_cmd(ctx: click.Context, parallelism: int, lock_timeout: float, **kw:
 @common_options
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0, metavar="SECONDS")
 @click.pass_context
-def import_cmd(ctx: click.Context, address: str, invoice_id: int | None, invoice_number: str | None,
+def import_cmd(ctx: click.Context, /, address: str, invoice_id: int | None, invoice_number: str | None,
                lock_timeout: float, **kw: Any) -> int:
     """Adopt an existing Campfire invoice for an address declared in the specs."""
     if (invoice_id is None) == (invoice_number is None):
@@ -521,7 +523,7 @@ def state_group() -> None:
 @state_group.command("list")
 @common_options
 @click.pass_context
-def state_list(ctx: click.Context, **kw: Any) -> int:
+def state_list(ctx: click.Context, /, **kw: Any) -> int:
     """Every address the state manages, with its invoice id."""
     opts = _options(ctx.find_root(), **kw)
     settings = opts.settings()
@@ -538,7 +540,7 @@ def state_list(ctx: click.Context, **kw: Any) -> int:
 @click.argument("address")
 @common_options
 @click.pass_context
-def state_show(ctx: click.Context, address: str, **kw: Any) -> int:
+def state_show(ctx: click.Context, /, address: str, **kw: Any) -> int:
     """One state record in full."""
     opts = _options(ctx.find_root(), **kw)
     settings = opts.settings()
@@ -554,7 +556,7 @@ def state_show(ctx: click.Context, address: str, **kw: Any) -> int:
 @common_options
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0, metavar="SECONDS")
 @click.pass_context
-def state_rm(ctx: click.Context, addresses: tuple[str, ...], lock_timeout: float, **kw: Any) -> int:
+def state_rm(ctx: click.Context, /, addresses: tuple[str, ...], lock_timeout: float, **kw: Any) -> int:
     """Forget addresses without touching their invoices in Campfire."""
     opts = _options(ctx.find_root(), **kw)
     settings = opts.settings()
@@ -577,7 +579,7 @@ def state_rm(ctx: click.Context, addresses: tuple[str, ...], lock_timeout: float
 @common_options
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0, metavar="SECONDS")
 @click.pass_context
-def state_mv(ctx: click.Context, old: str, new: str, lock_timeout: float, **kw: Any) -> int:
+def state_mv(ctx: click.Context, /, old: str, new: str, lock_timeout: float, **kw: Any) -> int:
     """Rename an address, keeping its invoice id."""
     opts = _options(ctx.find_root(), **kw)
     settings = opts.settings()
@@ -609,7 +611,7 @@ def _recovered_state_locked(settings: Settings, store: StateStore) -> State:
 @cli.command("force-unlock")
 @click.option("-e", "--env", "env", metavar="NAME")
 @click.pass_context
-def force_unlock(ctx: click.Context, env: str | None) -> int:
+def force_unlock(ctx: click.Context, /, env: str | None) -> int:
     """Remove a stale lock (only needed where the OS lock cannot work, e.g. a network file system)."""
     settings = load_settings(ctx.obj.get("directory"), environment=env)
     info = _store(settings).force_unlock()

@@ -18,7 +18,7 @@ import pytest
 from tests.e2e.conftest import SandboxServer, Workspace
 
 SEEDS = list(range(1, 21))
-INVOICES = 12
+INVOICES = 24
 TOTALS: Counter[str] = Counter()
 
 
@@ -41,13 +41,18 @@ def _specs(n: int) -> str:
 def test_every_invoice_exists_exactly_once_after_faults_and_kills(seed: int, workspace: Workspace, sandbox_server: SandboxServer) -> None:
     rng = random.Random(seed)
     workspace.write("specs/load.yaml", _specs(INVOICES))
-    sandbox_server.set_faults(latency_ms=5, fail_rate=0.15, throttle_rate=0.1, drop_rate=0.15, seed=seed, retry_after=0)
+    sandbox_server.set_faults(latency_ms=10, fail_rate=0.15, throttle_rate=0.1, drop_rate=0.15, seed=seed, retry_after=0)
     workspace.env["INVOICESYNC_RETRY_BASE"] = "0.01"
+    journal = workspace.root / "state" / "e2e.journal"
 
     kills = 0
-    for _ in range(2):
+    for _ in range(3):
         proc = workspace.spawn("apply", "--auto-approve", "--parallelism", "4")
-        time.sleep(rng.uniform(0.3, 1.6))
+        # Kill while creates are in flight: once the journal exists, at a random moment.
+        deadline = time.monotonic() + 10
+        while not journal.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.15))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1

@@ -15,13 +15,11 @@ import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from invoicesync import __version__
-from invoicesync.apply import adopt, execute_plan, find_for_import, recover, refresh, with_remote_snapshots
-from invoicesync.client import CampfireClient
 from invoicesync.config import Settings, load_settings
 from invoicesync.errors import ConfigError, InvoiceSyncError, PlanError, UsageError
 from invoicesync.models import dumps_json, loads_json
@@ -29,6 +27,12 @@ from invoicesync.plan import Action, Outcome, Plan, has_changes, make_plan, plan
 from invoicesync.render import render_apply_result, render_outcome, render_plan, render_show
 from invoicesync.specs import SpecSet, load_specs
 from invoicesync.state import State, StateStore, new_state
+
+if TYPE_CHECKING:
+    from invoicesync.client import CampfireClient
+
+# apply/client (httpx) are imported where a command talks to Campfire, keeping offline commands
+# (validate, plan --refresh=false) quick to start.
 
 F = TypeVar("F", bound=Callable[..., Any])
 SANDBOX_BASE_URL = "http://sandbox.invoicesync.invalid"
@@ -69,6 +73,8 @@ def _store(settings: Settings) -> StateStore:
 @contextlib.asynccontextmanager
 async def _client(settings: Settings, *, required: bool) -> AsyncIterator[CampfireClient | None]:
     """The Campfire client of the environment: the in-process sandbox, or HTTP with the API key."""
+    from invoicesync.client import CampfireClient
+
     env = settings.environment
     if env.endpoint == "sandbox":
         # Only the CLI wires the sandbox in; planning and applying code never imports it.
@@ -187,7 +193,7 @@ def _plan_flags(func: F) -> F:
     return func
 
 
-async def _prepare(
+def _prepare(
     settings: Settings,
     store: StateStore,
     specs: SpecSet,
@@ -196,28 +202,48 @@ async def _prepare(
     parallelism: int,
     targets: Sequence[str],
     replace: Sequence[str],
-    client_required: bool,
-) -> tuple[Plan, State, dict[str, Any] | None, list[str]]:
-    """Recover, refresh and plan. Returns the plan, the state, the refresh results and notes for the user."""
+) -> tuple[Plan, list[str]]:
+    """Recover, refresh and plan. Returns the plan and notes for the user.
+
+    With no journal to recover and nothing to read back (``--refresh=false``, or an empty state),
+    no client is built and no event loop runs: such a plan is offline.
+    """
     notes: list[str] = []
-    async with _client(settings, required=client_required) as client:
-        state = store.load()
+    state = store.load()
+    remote: dict[str, Any] | None = None
+    if store.has_journal() or (refresh_ and state.invoices):
+        state, remote = asyncio.run(_recover_and_refresh(settings, store, state, notes, refresh_=refresh_,
+                                                          parallelism=parallelism, targets=targets, replace=replace))
+    elif refresh_:
+        remote = {}  # nothing recorded, so nothing to read back: the plan is as fresh as it gets
+    plan = make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None)
+    return plan, notes
+
+
+async def _recover_and_refresh(
+    settings: Settings,
+    store: StateStore,
+    state: State,
+    notes: list[str],
+    *,
+    refresh_: bool,
+    parallelism: int,
+    targets: Sequence[str],
+    replace: Sequence[str],
+) -> tuple[State, dict[str, Any] | None]:
+    from invoicesync.apply import adopt, execute_plan, find_for_import, recover, refresh, select, with_remote_snapshots
+
+    async with _client(settings, required=False) as client:
         if store.has_journal():
             state, found = await recover(store, state, client)
             notes.append(f"Recovered an interrupted run's journal ({found} create(s) found in Campfire).")
-        remote: dict[str, Any] | None = None
-        if refresh_ and state.invoices:
-            if client is None:
-                notes.append(f"Not refreshed: {settings.environment.api_key_env} is not set; planning against the state as recorded.")
-            else:
-                from invoicesync.apply import select
-
-                addresses = select(sorted(state.invoices), list(targets) + list(replace)) if targets else None
-                remote = await refresh(state, client, addresses=addresses, parallelism=parallelism)
-    if refresh_ and not state.invoices:
-        remote = {}  # nothing recorded, so nothing to read back: the plan is as fresh as it gets
-    plan = make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None)
-    return plan, state, remote, notes
+        if not (refresh_ and state.invoices):
+            return state, ({} if refresh_ else None)
+        if client is None:
+            notes.append(f"Not refreshed: {settings.environment.api_key_env} is not set; planning against the state as recorded.")
+            return state, None
+        addresses = select(sorted(state.invoices), list(targets) + list(replace)) if targets else None
+        return state, await refresh(state, client, addresses=addresses, parallelism=parallelism)
 
 
 @cli.command("plan")
@@ -235,10 +261,8 @@ def plan_cmd(ctx: click.Context, /, refresh_: bool, parallelism: int, targets: t
     specs = opts.specs(settings)
     store = _store(settings)
     with store.lock("plan", _lock_timeout(lock_timeout)):
-        plan, _state, _remote, notes = asyncio.run(
-            _prepare(settings, store, specs, refresh_=refresh_, parallelism=parallelism, targets=targets,
-                     replace=replace, client_required=False)
-        )
+        plan, notes = _prepare(settings, store, specs, refresh_=refresh_, parallelism=parallelism,
+                               targets=targets, replace=replace)
     for note in notes:
         _echo(note, err=True)
     fmt = "json" if opts.json else fmt
@@ -302,6 +326,8 @@ def apply_cmd(ctx: click.Context, /, planfile: Path | None, refresh_: bool, para
 async def _apply_async(opts: Options, settings: Settings, store: StateStore, specs: SpecSet, saved: Plan | None, *,
                        refresh_: bool, parallelism: int, targets: Sequence[str], replace: Sequence[str],
                        auto_approve: bool) -> int:
+    from invoicesync.apply import adopt, execute_plan, find_for_import, recover, refresh, select, with_remote_snapshots
+
     async with _client(settings, required=True) as client:
         assert client is not None
         state = store.load()
@@ -318,8 +344,6 @@ async def _apply_async(opts: Options, settings: Settings, store: StateStore, spe
         else:
             remote = None
             if refresh_ and state.invoices:
-                from invoicesync.apply import select
-
                 addresses = select(sorted(state.invoices), list(targets) + list(replace)) if targets else None
                 remote = await refresh(state, client, addresses=addresses, parallelism=parallelism)
                 state = with_remote_snapshots(state, remote)
@@ -439,6 +463,8 @@ def _recovered_state(settings: Settings, store: StateStore, *, lock_timeout: flo
         return store.load()
 
     async def run() -> State:
+        from invoicesync.apply import adopt, execute_plan, find_for_import, recover, refresh, select, with_remote_snapshots
+
         async with _client(settings, required=False) as client:
             state, _found = await recover(store, store.load(), client)
             return state
@@ -459,6 +485,8 @@ def refresh_cmd(ctx: click.Context, /, parallelism: int, lock_timeout: float, **
     store = _store(settings)
 
     async def run() -> tuple[int, list[str]]:
+        from invoicesync.apply import adopt, execute_plan, find_for_import, recover, refresh, select, with_remote_snapshots
+
         async with _client(settings, required=True) as client:
             assert client is not None
             state = store.load()
@@ -500,6 +528,8 @@ def import_cmd(ctx: click.Context, /, address: str, invoice_id: int | None, invo
     store = _store(settings)
 
     async def run() -> int:
+        from invoicesync.apply import adopt, execute_plan, find_for_import, recover, refresh, select, with_remote_snapshots
+
         async with _client(settings, required=True) as client:
             assert client is not None
             state = store.load()
@@ -601,6 +631,8 @@ def _recovered_state_locked(settings: Settings, store: StateStore) -> State:
         return store.load()
 
     async def run() -> State:
+        from invoicesync.apply import adopt, execute_plan, find_for_import, recover, refresh, select, with_remote_snapshots
+
         async with _client(settings, required=False) as client:
             state, _found = await recover(store, store.load(), client)
             return state

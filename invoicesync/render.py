@@ -108,9 +108,12 @@ def render_plan(plan: Plan, fmt: PlanFormat = "text", *, color: bool = False, wi
         return _plan_markdown(plan)
     if fmt != "text":
         raise UsageError(f"Unknown plan format {fmt!r}: use text, markdown or json.")
+    lines = _plan_lines(plan)
+    if not color and width is None:
+        # Plain text needs no console; rich's per-line rendering dominates big plans otherwise.
+        return "".join(line.plain + "\n" for line in lines)
     console, out = _console(color, width)
-    for line in _plan_lines(plan):
-        console.print(line)
+    console.print(Text("\n").join(lines))
     return out.getvalue()
 
 

@@ -65,7 +65,14 @@ class _Run:
     on_outcome: OutcomeCallback | None
     stop: asyncio.Event
     outcomes: dict[str, Outcome] = field(default_factory=dict)
-    remotes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    settling: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def record_later(self, record: dict[str, Any]) -> None:
+        """Journal an outcome without holding the worker: only intents must be on disk before a request leaves.
+
+        A lost ``created`` record costs nothing but a look-up: recovery finds the invoice by its intent.
+        """
+        self.settling.append(asyncio.ensure_future(self.journal.append(record)))
 
     def report(self, outcome: Outcome) -> None:
         self.outcomes[outcome.address] = outcome
@@ -117,10 +124,15 @@ async def execute_plan(
     try:
         await asyncio.gather(*(worker(c) for c in actionable))
     finally:
-        await run.journal.aclose()
+        try:
+            await asyncio.gather(*run.settling)
+        finally:
+            await run.journal.aclose()
+    # Every outcome is on disk in the journal by now; folding it into the state file is done once.
+    elapsed = time.monotonic() - started
     new_state = _fold_and_save(store, state, plan)
     outcomes = tuple(run.outcomes[c.address] for c in actionable if c.address in run.outcomes)
-    return new_state, ApplyResult(outcomes, interrupted=run.stop.is_set(), elapsed_seconds=time.monotonic() - started)
+    return new_state, ApplyResult(outcomes, interrupted=run.stop.is_set(), elapsed_seconds=elapsed)
 
 
 def _fold_and_save(store: StateStore, state: State, plan: Plan) -> State:
@@ -188,7 +200,7 @@ async def _create(run: _Run, change: Change, replaces: int | None) -> None:
             await run.journal.append({"op": "abandoned", "address": change.address, "digest": change.digest, "time": _now(), "reason": str(exc)})
         raise
     invoice = result.invoice
-    await run.journal.append(
+    run.record_later(
         {
             "op": "created",
             "address": change.address,

@@ -135,7 +135,7 @@ class ApplyResult:
 
     outcomes: tuple[Outcome, ...]
     interrupted: bool = False
-    elapsed_seconds: float = 0.0
+    elapsed_seconds: float = 0.0  # carrying out the changes, journaling each outcome included; the final state write not
 
     @property
     def failed(self) -> tuple[Outcome, ...]:

@@ -4,7 +4,7 @@ Owns ``Action``, ``FieldChange``, ``Change``, ``Plan``, ``make_plan`` (the per-a
 update with a PATCH of the changed fields, replace, void/delete/forget, or no-op; drift and locked
 invoices; ``--target``/``--replace`` globs; ``prevent_destroy``), the money impact per currency
 (``plan_totals``) and the plan's dict form (``plan_to_dict``/``plan_from_dict``: the ``--format json``
-output and the saved-plan file are the same document, described in ``docs/plan-json.md``).
+output and the saved-plan file are the same document, described in README.md, "The JSON plan").
 
 Never does IO, never reads the clock, never prints.
 """
@@ -105,6 +105,33 @@ class CurrencyTotals:
 
 
 @dataclass(frozen=True)
+class InvoiceMoney:
+    """One managed invoice's money as last seen: Campfire's figures when known, else the body's total."""
+
+    currency: str
+    status: str  # payment status ("open", "partial", "paid", "voided", ...), "unknown" if never read back
+    invoiced: Decimal
+    paid: Decimal
+    due: Decimal
+
+    @property
+    def voided(self) -> bool:
+        """Voided invoices bill nothing: they are listed but left out of totals."""
+        return self.status == "voided"
+
+
+@dataclass(frozen=True)
+class ManagedMoney:
+    """What the state manages in one currency, before the plan's changes (voided invoices left out)."""
+
+    currency: str
+    invoices: int
+    invoiced: Decimal
+    paid: Decimal
+    due: Decimal
+
+
+@dataclass(frozen=True)
 class Plan:
     """An ordered (by address) list of changes, NOOPs included, and what it was planned against."""
 
@@ -115,6 +142,37 @@ class Plan:
     changes: tuple[Change, ...]
     refreshed: bool = False
     targets: tuple[str, ...] = ()
+    managed: tuple[ManagedMoney, ...] = ()  # money the state manages now, per currency
+
+
+def invoice_money(record: InvoiceRecord, live: Mapping[str, Any] | None = None) -> InvoiceMoney:
+    """An invoice's money from a refreshed invoice (``live``), else the state's snapshot, else its body."""
+    snap = RemoteSnapshot.from_response(live) if live is not None else (record.remote or RemoteSnapshot())
+    known = live is not None or record.remote is not None
+    currency = snap.currency or str(record.body.get("currency") or "USD")
+    invoiced = Decimal(snap.total_amount) if snap.total_amount is not None else invoice_total(record.body)
+    paid = Decimal(snap.amount_paid) if snap.amount_paid is not None else Decimal(0)
+    due = Decimal(snap.amount_due) if snap.amount_due is not None else invoiced - paid
+    if snap.locked_reason == "voided":
+        status = "voided"
+    else:
+        status = snap.payment_status or snap.status or ("open" if known else "unknown")
+    return InvoiceMoney(currency, status, invoiced, paid, due)
+
+
+def managed_money(
+    state: State, remote: Mapping[str, Mapping[str, Any] | None] | None = None
+) -> tuple[ManagedMoney, ...]:
+    """Invoiced, paid and due per currency over every invoice the state manages (voided ones left out)."""
+    sums: dict[str, tuple[int, Decimal, Decimal, Decimal]] = {}
+    live_by_address = remote or {}
+    for address, record in state.invoices.items():
+        money = invoice_money(record, live_by_address.get(address))
+        if money.voided:
+            continue
+        n, i, p, d = sums.get(money.currency, (0, Decimal(0), Decimal(0), Decimal(0)))
+        sums[money.currency] = (n + 1, i + money.invoiced, p + money.paid, d + money.due)
+    return tuple(ManagedMoney(c, n, i, p, d) for c, (n, i, p, d) in sorted(sums.items()))
 
 
 @dataclass(frozen=True)
@@ -220,6 +278,7 @@ def make_plan(
         changes=tuple(changes),
         refreshed=refreshed,
         targets=tuple(targets),
+        managed=managed_money(state, remote),
     )
 
 
@@ -828,7 +887,7 @@ def _lifecycle_changes(record: InvoiceRecord, spec: DesiredInvoice) -> list[Fiel
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     """The plan as the documented JSON document (``--format json`` and the saved-plan file).
 
-    Keys are described in ``docs/plan-json.md``. Money totals and amounts are strings with at least
+    Keys are described in README.md, "The JSON plan". Money totals and amounts are strings with at least
     two decimals (``"55.00"``); bodies, patches and field values keep their numbers as ``Decimal``,
     so serialise with ``models.dumps_json`` (JSON numbers, never floats). No-op changes are included
     (so the document accounts for every address) but carry no body, before or patch.
@@ -860,6 +919,16 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "net": money_text(t.net),
             }
             for t in plan_totals(plan)
+        ],
+        "managed": [
+            {
+                "currency": m.currency,
+                "invoices": m.invoices,
+                "invoiced": money_text(m.invoiced),
+                "paid": money_text(m.paid),
+                "due": money_text(m.due),
+            }
+            for m in plan.managed
         ],
         "changes": [_change_to_dict(c) for c in plan.changes],
     }
@@ -925,6 +994,16 @@ class _ChangeDoc(BaseModel):
     patch: dict[str, Any] | None = None
 
 
+class _ManagedDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    currency: str
+    invoices: int
+    invoiced: Decimal
+    paid: Decimal
+    due: Decimal
+
+
 class _PlanDoc(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -938,6 +1017,7 @@ class _PlanDoc(BaseModel):
     targets: list[str] = []
     summary: dict[str, int] | None = None  # derived; recomputed from the changes
     totals: list[dict[str, Any]] | None = None  # derived; recomputed from the changes
+    managed: list[_ManagedDoc] = []
     changes: list[_ChangeDoc]
 
 
@@ -972,6 +1052,7 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         refreshed=doc.refreshed,
         targets=tuple(doc.targets),
         changes=tuple(_change_from_doc(c) for c in doc.changes),
+        managed=tuple(ManagedMoney(m.currency, m.invoices, m.invoiced, m.paid, m.due) for m in doc.managed),
     )
 
 

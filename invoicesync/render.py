@@ -31,9 +31,12 @@ from invoicesync.plan import (
     Change,
     CurrencyTotals,
     FieldChange,
+    ManagedMoney,
     Outcome,
     Plan,
     counts,
+    invoice_money,
+    managed_money,
     money_text,
     plan_to_dict,
     plan_totals,
@@ -148,6 +151,8 @@ def _plan_lines(plan: Plan) -> list[Text]:
         if notes:
             lines.append(Text(""))
             lines.extend(Text(note) for note in notes)
+        if plan.managed:
+            lines.append(Text(_managed_text(plan.managed)))
         return lines
 
     rows = [_Row.of(c) for c in listed]
@@ -179,7 +184,19 @@ def _plan_lines(plan: Plan) -> list[Text]:
     summary.append(_GAP)
     summary.append(f"Billing: {_billing_text(plan_totals(plan))}", style="bold")
     lines.append(summary)
+    if plan.managed:
+        lines.append(Text(_managed_text(plan.managed)))
     return lines
+
+
+def _managed_text(managed: Sequence[ManagedMoney]) -> str:
+    """``Managed now: USD 110.00 invoiced, 20.00 paid, 90.00 due (2 invoices)``: the state's money before the plan."""
+    parts = [
+        f"{render_money(m.invoiced, m.currency)} invoiced, {render_money(m.paid)} paid, {render_money(m.due)} due "
+        f"({_plural(m.invoices, 'invoice')})"
+        for m in managed
+    ]
+    return "Managed now: " + "; ".join(parts)
 
 
 @dataclass
@@ -428,6 +445,18 @@ def _plan_markdown(plan: Plan) -> str:
         ]
         for change in listed:
             out.append(_markdown_row(change))
+    if plan.managed:
+        out += [
+            "",
+            "Managed now (before this plan):",
+            "",
+            "| Currency | Invoices | Invoiced | Paid | Due |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        out += [
+            f"| {m.currency} | {m.invoices} | {render_money(m.invoiced)} | {render_money(m.paid)} | {render_money(m.due)} |"
+            for m in plan.managed
+        ]
     notes = _notes(plan)
     if notes:
         out.append("")
@@ -606,29 +635,6 @@ def _failures_text(failed: Sequence[Any], skipped: Sequence[Any]) -> str:
 # --- show ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Money:
-    """An invoice's money as the state knows it: from the remote snapshot, else from the body."""
-
-    currency: str
-    status: str
-    invoiced: Decimal
-    paid: Decimal
-    due: Decimal
-    voided: bool
-
-    @classmethod
-    def of(cls, record: InvoiceRecord) -> _Money:
-        snap = record.remote or RemoteSnapshot()
-        currency = snap.currency or str(record.body.get("currency") or "USD")
-        invoiced = snap.total_amount if snap.total_amount is not None else invoice_total(record.body)
-        paid = snap.amount_paid if snap.amount_paid is not None else Decimal(0)
-        due = snap.amount_due if snap.amount_due is not None else invoiced - paid
-        status = snap.payment_status or snap.status or ("unknown" if record.remote is None else "open")
-        voided = snap.locked_reason == "voided"
-        return cls(currency, "voided" if voided else status, invoiced, paid, due, voided)
-
-
 _STATUS_STYLES = {"paid": "green", "partial": "yellow", "voided": "dim", "uncollectible": "red"}
 
 
@@ -659,7 +665,7 @@ def render_show(
     if not state.invoices:
         console.print(Text(f"The state of environment {state.environment!r} holds no invoices."))
         return out.getvalue()
-    rows = [(a, r, _Money.of(r)) for a, r in sorted(state.invoices.items())]
+    rows = [(a, r, invoice_money(r)) for a, r in sorted(state.invoices.items())]
     header = ("Address", "Id", "Status", "Currency", "Invoiced", "Paid", "Due")
     cells = [
         (a, str(r.id), m.status, m.currency, render_money(m.invoiced), render_money(m.paid), render_money(m.due))
@@ -667,30 +673,20 @@ def render_show(
     ]
     _print_table(console, header, cells, right=(4, 5, 6), styles={2: _STATUS_STYLES})
     console.print(Text(""))
-    totals = _show_totals(m for _, _, m in rows)
+    managed = managed_money(state)
     voided = sum(1 for _, _, m in rows if m.voided)
     count = _plural(len(rows), "invoice")
     tail = f"; {voided} voided {'is' if voided == 1 else 'are'} not counted in the totals" if voided else ""
     console.print(Text(f"{count} in the state of {state.environment!r} (serial {state.serial}){tail}."))
-    if totals:
+    if managed:
         console.print(Text(""))
         _print_table(
             console,
             ("Currency", "Invoiced", "Paid", "Due"),
-            [(c, render_money(i), render_money(p), render_money(d)) for c, (i, p, d) in totals.items()],
+            [(m.currency, render_money(m.invoiced), render_money(m.paid), render_money(m.due)) for m in managed],
             right=(1, 2, 3),
         )
     return out.getvalue()
-
-
-def _show_totals(moneys: Iterable[_Money]) -> dict[str, tuple[Decimal, Decimal, Decimal]]:
-    sums: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
-    for m in moneys:
-        if m.voided:
-            continue
-        i, p, d = sums.get(m.currency, (Decimal(0), Decimal(0), Decimal(0)))
-        sums[m.currency] = (i + m.invoiced, p + m.paid, d + m.due)
-    return dict(sorted(sums.items()))
 
 
 def _print_table(
@@ -720,7 +716,7 @@ def _print_table(
 
 
 def _show_doc(state: State) -> dict[str, Any]:
-    rows = [(a, r, _Money.of(r)) for a, r in sorted(state.invoices.items())]
+    rows = [(a, r, invoice_money(r)) for a, r in sorted(state.invoices.items())]
     return {
         "format_version": 1,
         "kind": "invoicesync-show",
@@ -740,14 +736,14 @@ def _show_doc(state: State) -> dict[str, Any]:
             for a, r, m in rows
         ],
         "totals": [
-            {"currency": c, "invoiced": money_text(i), "paid": money_text(p), "due": money_text(d)}
-            for c, (i, p, d) in _show_totals(m for _, _, m in rows).items()
+            {"currency": m.currency, "invoiced": money_text(m.invoiced), "paid": money_text(m.paid), "due": money_text(m.due)}
+            for m in managed_money(state)
         ],
     }
 
 
 def _show_one(state: State, address: str, record: InvoiceRecord, fmt: ResultFormat, color: bool) -> str:
-    money = _Money.of(record)
+    money = invoice_money(record)
     if fmt == "json":
         return dumps_json(
             {

@@ -71,6 +71,7 @@ REVIEW_TEXT = """\
 Note: voided-2025-03 (id 145030) is unchanged: voided in Campfire.
 Plan: 2 to create, 3 to update, 1 to replace, 3 to remove (1 void, 1 delete, 1 forget), 2 unchanged, 1 blocked.\
    Billing: -EUR 55.00, +USD 10.30 (+110.30 created, +10.00 updated, -110.00 removed)
+Managed now: EUR 55.00 invoiced, 0.00 paid, 55.00 due (1 invoice); USD 440.00 invoiced, 55.00 paid, 385.00 due (8 invoices)
 """
 
 
@@ -87,15 +88,22 @@ def test_plan_text_matches_the_design_example() -> None:
         "  + acme-2025-07   create   client 33973   2025-07-01 -> due 2025-07-31   USD 55.00\n"
         "\n"
         "Plan: 1 to create, 1 to update, 0 to remove.   Billing: +USD 55.00\n"
+        "Managed now: USD 55.00 invoiced, 0.00 paid, 55.00 due (1 invoice)\n"
     )
 
 
 def test_plan_without_changes_says_how_many_invoices_match() -> None:
     specs = [desired("a"), desired("b"), desired("c")]
     state = new_state(*((s, i) for i, s in enumerate(specs, 1)))
-    assert render_plan(make_plan(specs, state, refreshed=True)) == "No changes. 3 invoices match the specs.\n"
+    assert render_plan(make_plan(specs, state, refreshed=True)) == (
+        "No changes. 3 invoices match the specs.\n"
+        "Managed now: USD 165.00 invoiced, 0.00 paid, 165.00 due (3 invoices)\n"
+    )
     one = new_state((specs[0], 1))
-    assert render_plan(make_plan(specs[:1], one, refreshed=True)) == "No changes. 1 invoice matches the specs.\n"
+    assert render_plan(make_plan(specs[:1], one, refreshed=True)) == (
+        "No changes. 1 invoice matches the specs.\n"
+        "Managed now: USD 55.00 invoiced, 0.00 paid, 55.00 due (1 invoice)\n"
+    )
 
 
 def test_plan_text_says_when_campfire_was_not_read_and_what_was_targeted() -> None:
@@ -117,6 +125,7 @@ def test_plan_text_shows_added_lines_and_a_billing_line_without_money_moving() -
         "  ~ b      update   id 2   due_date: 2025-07-31 -> 2025-08-01\n"
         "\n"
         "Plan: 0 to create, 2 to update, 0 to remove.   Billing: no change\n"
+        "Managed now: USD 120.00 invoiced, 0.00 paid, 120.00 due (2 invoices)\n"
     )
     grown = make_plan([desired("b", lines=[line(), line("12.5", tax=None, description="Extra seat")])], new_state((desired("b"), 2)), refreshed=True)
     assert render_plan(grown) == (
@@ -124,6 +133,7 @@ def test_plan_text_shows_added_lines_and_a_billing_line_without_money_moving() -
         '      lines[1]: added product 2545 "Extra seat" 1 x 12.50 = 12.50\n'
         "\n"
         "Plan: 0 to create, 1 to update, 0 to remove.   Billing: +USD 12.50\n"
+        "Managed now: USD 55.00 invoiced, 0.00 paid, 55.00 due (1 invoice)\n"
     )
 
 
@@ -169,6 +179,13 @@ REVIEW_MARKDOWN = """\
 | `x` | `old-2025-03` | forget | 145003 | USD 55.00 | stays in Campfire<br>_spec removed_ |
 | `!` | `paid-2025-04` | update | 145040 | USD 55.00 | **blocked**: invoice 145040 is paid in Campfire; it can no longer be changed<br>`due_date`: 2025-07-31 -> 2025-09-01 |
 
+Managed now (before this plan):
+
+| Currency | Invoices | Invoiced | Paid | Due |
+| --- | ---: | ---: | ---: | ---: |
+| EUR | 1 | 55.00 | 0.00 | 55.00 |
+| USD | 8 | 440.00 | 55.00 | 385.00 |
+
 - voided-2025-03 (id 145030) is unchanged: voided in Campfire.
 
 <sub>State serial 4, lineage `0f1c2d3e-0000-4000-8000-000000000001`, specs `SPECS`</sub>
@@ -184,7 +201,8 @@ def test_plan_markdown_for_a_pull_request_comment() -> None:
 def test_plan_markdown_keeps_table_cells_intact() -> None:
     state = new_state((desired("acme", message_on_invoice="a"), 1))
     plan = make_plan([desired("acme", message_on_invoice="pay | now <b>\nthanks")], state, refreshed=True)
-    row = render_plan(plan, "markdown").splitlines()[-3]
+    lines = render_plan(plan, "markdown").splitlines()
+    row = next(ln for ln in lines if ln.startswith("| `~`"))
     assert row == '| `~` | `acme` | update | 1 | USD 55.00 | `message_on_invoice`: "a" -> "pay \\| now &lt;b>\\nthanks" |'
 
 

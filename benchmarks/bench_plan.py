@@ -64,9 +64,9 @@ def main() -> None:
                     raise SystemExit(f"plan failed: {r.stderr[-2000:]}")
             best = min(runs, key=lambda r: r.seconds)
             peak = max(r.max_rss_mb for r in runs)
-            summary = best.stdout.strip().splitlines()[-1] if best.stdout.strip() else ""
+            summary = next((ln for ln in best.stdout.splitlines() if ln.startswith("Plan:")), "")
             print(f"{n:>9} {in_state:>9} {best.seconds:>8.3f} {best.seconds / n * 1000:>9.3f} {peak:>8.1f} "
-                  f"{best.seconds / reference:>6.1f}   (setup {setup:.1f} s; {summary[:80]})")
+                  f"{best.seconds / reference:>6.1f}   (setup {setup:.1f} s; {summary[:60]})")
 
 
 if __name__ == "__main__":

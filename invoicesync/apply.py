@@ -169,7 +169,8 @@ async def _carry_out(run: _Run, change: Change, state: State) -> None:
             await _remove(run, change, "forget")
     except ApiConnectionError as exc:
         note = " The create will be reconciled by the next run." if change.action in (Action.CREATE, Action.REPLACE) else ""
-        run.report(Outcome(change.address, change.action, ok=False, invoice_id=change.invoice_id, message=f"{exc}.{note}"))
+        message = str(exc).rstrip(".") + "." + note
+        run.report(Outcome(change.address, change.action, ok=False, invoice_id=change.invoice_id, message=message))
     except ApiError as exc:
         run.report(Outcome(change.address, change.action, ok=False, invoice_id=change.invoice_id, message=_describe_api_error(exc, change)))
 

@@ -425,7 +425,7 @@ def _progress(opts: Options, plan: Plan) -> Any:
     if opts.json:
         yield None, False
         return
-    if sys.stderr.isatty() and not opts.no_color:
+    if sys.stderr.isatty() and not opts.no_color and "NO_COLOR" not in os.environ:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(TextColumn("Applying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:

@@ -525,8 +525,8 @@ def render_apply_result(
 ) -> str:
     """What an apply did: one line per attempted or skipped change, then a one-line verdict.
 
-    ``only_failures`` lists just the changes that did not succeed (when each outcome was already
-    shown as it happened).
+    ``only_failures`` lists just the changes that failed (when each outcome was already shown as it
+    happened: failures are repeated at the end, where a long CI log is read first).
 
     ``json`` gives ``{"format_version", "kind": "invoicesync-apply-result", "interrupted",
     "elapsed_seconds", "summary": {"succeeded", "failed", "skipped"}, "outcomes": [...]}``.
@@ -559,7 +559,7 @@ def render_apply_result(
         raise UsageError(f"Unknown result format {fmt!r}: use text or json.")
 
     console, out = _console(color, None)
-    listed = [o for o in outcomes if not o.ok] if only_failures else outcomes
+    listed = [o for o in outcomes if not o.ok and not o.skipped] if only_failures else outcomes
     if listed:
         address_width = max(len(o.address) for o in listed)
         action_width = max(len(o.action.value) for o in listed)

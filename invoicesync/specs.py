@@ -691,8 +691,10 @@ class _Loader:
         self._env: ImmutableSandboxedEnvironment | None = None
 
     def load(self, var_files: Sequence[Path], cli_vars: Sequence[str]) -> SpecSet:
+        # Variables are read even when no template needs them: a bad --var or a missing var file is a
+        # mistake worth reporting whether or not it mattered this time.
+        variables = self._variables(var_files, cli_vars)
         files = self._find_files()
-        variables: dict[str, Any] | None = None
         rels: list[str] = []
         for path in files:
             rel = self.settings.relative(path)
@@ -701,8 +703,6 @@ class _Loader:
             if text is None:
                 continue
             if path.name.endswith(".j2"):
-                if variables is None:
-                    variables = self._variables(var_files, cli_vars)
                 try:
                     text = _render(self._template_env(), text, rel, variables)
                 except SpecError as exc:

@@ -227,21 +227,11 @@ def test_malformed_var_is_a_usage_error(offline: Workspace, var: str) -> None:
     assert _state_files(offline) == []
 
 
-@pytest.mark.xfail(
-    reason="BUG: --var is parsed only when a *.j2 template is rendered; in a workspace of plain YAML "
-    "specs `validate --var novalue` exits 0 and the typo is silently ignored",
-    strict=True,
-)
 def test_malformed_var_is_refused_even_without_templates(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME)
     _assert_clean_failure(offline.run("validate", "--var", "novalue"), "--var")
 
 
-@pytest.mark.xfail(
-    reason="BUG: --var-file is read only when a *.j2 template is rendered; in a workspace of plain YAML "
-    "specs `validate --var-file missing.yaml` exits 0 and the missing file is silently ignored",
-    strict=True,
-)
 def test_missing_var_file_is_refused_even_without_templates(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME)
     _assert_clean_failure(offline.run("validate", "--var-file", "missing.yaml"), "missing.yaml")

@@ -334,12 +334,6 @@ def test_no_color_flag_keeps_apply_and_show_free_of_escape_codes(sandboxed: Work
     assert code == 0 and ANSI not in shown, shown
 
 
-@pytest.mark.xfail(
-    reason="BUG: NO_COLOR=1 `apply` on a terminal still draws rich's progress bar, whose cursor and "
-    "line-clearing escape codes (\\x1b[?25l, \\x1b[2K, \\x1b[1A) reach the terminal; --no-color does not "
-    "(cli._progress checks opts.no_color, not opts.color)",
-    strict=True,
-)
 def test_NO_COLOR_keeps_apply_free_of_escape_codes(sandboxed: Workspace) -> None:
     code, shown = _run_on_terminal(["-C", str(sandboxed.root), "apply"], answer="yes", env={"NO_COLOR": "1"})
     assert code == 0, shown

@@ -28,16 +28,18 @@ OutcomeCallback = Callable[[Outcome], None]
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    # Microseconds kept: recovery measures how old an intent is.
+    return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
-def idempotency_key(lineage: str, address: str, digest: str, replaces: int | None = None) -> str:
-    """The ``Idempotency-Key`` of one create: stable across retries and re-runs of the same change.
+def idempotency_key(lineage: str, serial: int, address: str, digest: str) -> str:
+    """The ``Idempotency-Key`` of one create: the same for every retry of it within one plan.
 
-    ``replaces`` (the id of the invoice a create supersedes) keeps a re-create after a replace or an
-    outside delete from replaying the first create's response.
+    The state's ``serial`` (as planned) is part of it, so that creating the same body for the same
+    address again later (after a removal, a replace, or a delete outside invoicesync) is a new
+    request, never a replay of the first create's response.
     """
-    raw = f"{lineage}\n{address}\n{digest}\n{replaces or ''}"
+    raw = f"{lineage}\n{serial}\n{address}\n{digest}"
     return "invoicesync-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
@@ -119,34 +121,33 @@ async def execute_plan(
             if run.stop.is_set():
                 run.report(Outcome(change.address, change.action, ok=False, skipped=True, message="not started: interrupted"))
                 return
-            await _carry_out(run, change, state)
+            try:
+                await _carry_out(run, change, state)
+            except BaseException:
+                # Not an API answer (a journal that cannot be written, a bug): start nothing new, let
+                # the changes in flight finish and be recorded, then raise it.
+                run.stop.set()
+                raise
 
+    results = await asyncio.gather(*(worker(c) for c in actionable), return_exceptions=True)
     try:
-        await asyncio.gather(*(worker(c) for c in actionable))
+        await asyncio.gather(*run.settling)
     finally:
-        try:
-            await asyncio.gather(*run.settling)
-        finally:
-            await run.journal.aclose()
+        await run.journal.aclose()
     # Every outcome is on disk in the journal by now; folding it into the state file is done once.
     elapsed = time.monotonic() - started
-    new_state = _fold_and_save(store, state, plan)
+    new_state = _fold_and_save(store, state)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
     outcomes = tuple(run.outcomes[c.address] for c in actionable if c.address in run.outcomes)
     return new_state, ApplyResult(outcomes, interrupted=run.stop.is_set(), elapsed_seconds=elapsed)
 
 
-def _fold_and_save(store: StateStore, state: State, plan: Plan) -> State:
-    records = store.read_journal()
-    folded, _pending = fold_journal(state, records)
-    # Lifecycle settings changed on their own (no body change) are recorded too.
-    for change in plan.changes:
-        if change.action is Action.NOOP and change.address in folded.invoices and change.lifecycle:
-            record = folded.invoices[change.address]
-            wanted = LifecycleRecord.model_validate(dict(change.lifecycle))
-            if record.lifecycle != wanted:
-                folded.invoices[change.address] = record.model_copy(update={"lifecycle": wanted})
+def _fold_and_save(store: StateStore, state: State) -> State:
+    folded, pending = fold_journal(state, store.read_journal())
     saved = store.save(folded)
-    if not _pending:
+    if not pending:
         store.remove_journal()
     return saved
 
@@ -154,13 +155,15 @@ def _fold_and_save(store: StateStore, state: State, plan: Plan) -> State:
 async def _carry_out(run: _Run, change: Change, state: State) -> None:
     try:
         if change.action is Action.CREATE:
+            # A create for an address still recorded: its invoice was deleted outside invoicesync.
             replaces = state.invoices[change.address].id if change.address in state.invoices else None
             await _create(run, change, replaces)
         elif change.action is Action.UPDATE:
             await _update(run, change)
         elif change.action is Action.REPLACE:
-            await _remove(run, change, "delete" if change.lifecycle.get("on_remove") == "delete" else "void", report=False)
-            await _create(run, change, change.invoice_id)
+            how = str(change.lifecycle.get("on_remove") or "void")
+            if await _remove(run, change, how, report=False):
+                await _create(run, change, change.invoice_id)
         elif change.action is Action.VOID:
             await _remove(run, change, "void")
         elif change.action is Action.DELETE:
@@ -178,8 +181,9 @@ async def _carry_out(run: _Run, change: Change, state: State) -> None:
 async def _create(run: _Run, change: Change, replaces: int | None) -> None:
     assert change.body is not None and change.digest is not None
     body = dict(change.body)
-    lookup = InvoiceLookup.from_body(body)
-    key = idempotency_key(run.plan.lineage, change.address, change.digest, replaces)
+    # The superseded invoice may carry the same source_id (forgotten, not voided): never adopt it.
+    lookup = InvoiceLookup.from_body(body, exclude_ids=(replaces,) if replaces is not None else ())
+    key = idempotency_key(run.plan.lineage, run.plan.serial, change.address, change.digest)
     await run.journal.append(
         {
             "op": "intent",
@@ -196,10 +200,13 @@ async def _create(run: _Run, change: Change, replaces: int | None) -> None:
     try:
         result = await run.client.create_invoice(body, idempotency_key=key, lookup=lookup)
     except ApiError as exc:
-        if not isinstance(exc, ApiConnectionError):
-            # Campfire refused it: nothing was created, so the intent is settled.
+        if not isinstance(exc, ApiConnectionError) and not exc.uncertain:
+            # Campfire refused it and no earlier send may have landed: nothing was created.
             await run.journal.append({"op": "abandoned", "address": change.address, "digest": change.digest, "time": _now(), "reason": str(exc)})
-        raise
+            raise
+        # An earlier send may have created it: the intent stays open for the next run's look-up.
+        raise ApiConnectionError(f"{exc} The outcome is unknown", status=exc.status, method=exc.method,
+                                 path=exc.path, body=exc.body) from exc
     invoice = result.invoice
     run.record_later(
         {
@@ -252,17 +259,29 @@ async def _update(run: _Run, change: Change) -> None:
     run.report(Outcome(change.address, change.action, ok=True, invoice_id=change.invoice_id))
 
 
-async def _remove(run: _Run, change: Change, how: str, *, report: bool = True) -> None:
+async def _remove(run: _Run, change: Change, how: str, *, report: bool = True) -> bool:
+    """Void, delete or forget ``change.invoice_id``; False (and an outcome saying why) when it must not be.
+
+    Campfire is read first: a void or delete is refused for an invoice paid or partly paid since the
+    plan was made (a delete would take its payments with it), and a void of an invoice already
+    voided is not sent again.
+    """
     invoice_id = change.invoice_id
-    if how == "void" and invoice_id is not None:
+    if how in ("void", "delete") and invoice_id is not None:
         current = await run.client.get_invoice(invoice_id)
-        if current is not None and (RemoteSnapshot.from_response(current).locked_reason or "") != "voided":
+        locked = RemoteSnapshot.from_response(current).locked_reason if current is not None else None
+        if locked in ("paid", "partly paid"):
+            run.report(Outcome(change.address, change.action, ok=False, skipped=True, invoice_id=invoice_id,
+                               message=f"invoice {invoice_id} is {locked} in Campfire; it is not {how}ed"))
+            return False
+        if current is not None and how == "delete":
+            await run.client.delete_invoice(invoice_id)
+        elif current is not None and locked != "voided":
             await run.client.void_invoice(invoice_id, run.today)
-    elif how == "delete" and invoice_id is not None:
-        await run.client.delete_invoice(invoice_id)
     await run.journal.append({"op": "removed", "address": change.address, "id": invoice_id, "time": _now()})
     if report:
         run.report(Outcome(change.address, change.action, ok=True, invoice_id=invoice_id))
+    return True
 
 
 # --- recovery ----------------------------------------------------------------------------------------
@@ -295,7 +314,13 @@ async def recover(
         youngest = min(_age_seconds(i.get("time")) for i in pending)
         if youngest < settle_seconds:
             await asyncio.sleep(settle_seconds - youngest)
-        results = await asyncio.gather(*(client.find_invoice(InvoiceLookup.from_dict(i["lookup"])) for i in pending))
+        semaphore = asyncio.Semaphore(8)
+
+        async def look_up(intent: Mapping[str, Any]) -> dict[str, Any] | None:
+            async with semaphore:
+                return await client.find_invoice(InvoiceLookup.from_dict(intent["lookup"]))
+
+        results = await asyncio.gather(*(look_up(i) for i in pending))
         now = _now()
         for intent, invoice in zip(pending, results):
             if invoice is None:

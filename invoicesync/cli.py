@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import traceback
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,17 @@ from invoicesync import __version__
 from invoicesync.config import Settings, load_settings
 from invoicesync.errors import ConfigError, InvoiceSyncError, PlanError, UsageError
 from invoicesync.models import dumps_json, loads_json
-from invoicesync.plan import Action, Outcome, Plan, has_changes, make_plan, plan_from_dict, plan_to_dict, specs_digest
+from invoicesync.plan import (
+    Action,
+    ApplyResult,
+    Outcome,
+    Plan,
+    check_saved_plan,
+    has_changes,
+    make_plan,
+    plan_from_dict,
+    plan_to_dict,
+)
 from invoicesync.render import render_apply_result, render_outcome, render_plan, render_show
 from invoicesync.specs import SpecSet, load_specs
 from invoicesync.state import State, StateStore, new_state
@@ -193,6 +204,61 @@ def _plan_flags(func: F) -> F:
     return func
 
 
+def _endpoint(settings: Settings) -> str:
+    """Which Campfire this environment talks to: "sandbox", or the API's origin."""
+    env = settings.environment
+    if env.endpoint == "sandbox":
+        return "sandbox"
+    url = urllib.parse.urlsplit(env.base_url)
+    return f"{url.scheme}://{url.netloc}"
+
+
+def _bind(state: State, settings: Settings) -> State:
+    """The state, refused if it belongs to another Campfire than this run talks to, else bound to this one."""
+    here = _endpoint(settings)
+    if state.endpoint is not None and state.endpoint != here:
+        raise ConfigError(
+            f'the state of environment "{state.environment}" holds invoice ids of {state.endpoint}, but this run '
+            f"talks to {here}; its ids mean other invoices there. Check -e, CAMPFIRE_BASE_URL and the workspace config."
+        )
+    return state if state.endpoint == here else state.model_copy(update={"endpoint": here})
+
+
+@contextlib.asynccontextmanager
+async def _session(
+    settings: Settings, store: StateStore, *, client_required: bool
+) -> AsyncIterator[tuple[State, CampfireClient | None]]:
+    """The environment's client and the state, after recovering any journal an interrupted run left.
+
+    The caller holds the state lock. The client is None when no API key is set (and none is required).
+    """
+    from invoicesync.apply import recover
+
+    async with _client(settings, required=client_required) as client:
+        state = _bind(store.load(), settings)
+        if store.has_journal():
+            state, found = await recover(store, state, client)
+            _echo(f"Recovered the journal of an interrupted run ({found} create(s) of unknown outcome found in Campfire).", err=True)
+        yield state, client
+
+
+async def _refreshed(
+    state: State, client: CampfireClient | None, settings: Settings, *, refresh_: bool, parallelism: int, targets: Sequence[str]
+) -> dict[str, Any] | None:
+    """Campfire's invoices for the state's addresses (the targeted ones), or None when not read."""
+    from invoicesync.apply import refresh, select
+
+    if not refresh_:
+        return None
+    if not state.invoices:
+        return {}  # nothing recorded, so nothing to read back: the plan is as fresh as it gets
+    if client is None:
+        _echo(f"Not refreshed: {settings.environment.api_key_env} is not set; planning against the state as recorded.", err=True)
+        return None
+    addresses = select(sorted(state.invoices), targets) if targets else None
+    return await refresh(state, client, addresses=addresses, parallelism=parallelism)
+
+
 def _prepare(
     settings: Settings,
     store: StateStore,
@@ -202,48 +268,23 @@ def _prepare(
     parallelism: int,
     targets: Sequence[str],
     replace: Sequence[str],
-) -> tuple[Plan, list[str]]:
-    """Recover, refresh and plan. Returns the plan and notes for the user.
+) -> Plan:
+    """Recover, refresh and plan.
 
     With no journal to recover and nothing to read back (``--refresh=false``, or an empty state),
     no client is built and no event loop runs: such a plan is offline.
     """
-    notes: list[str] = []
     state = store.load()
-    remote: dict[str, Any] | None = None
-    if store.has_journal() or (refresh_ and state.invoices):
-        state, remote = asyncio.run(_recover_and_refresh(settings, store, state, notes, refresh_=refresh_,
-                                                          parallelism=parallelism, targets=targets, replace=replace))
-    elif refresh_:
-        remote = {}  # nothing recorded, so nothing to read back: the plan is as fresh as it gets
-    plan = make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None)
-    return plan, notes
+    if not store.has_journal() and not (refresh_ and state.invoices):
+        remote: dict[str, Any] | None = {} if refresh_ else None
+        return make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None)
 
+    async def online() -> Plan:
+        async with _session(settings, store, client_required=False) as (state, client):
+            remote = await _refreshed(state, client, settings, refresh_=refresh_, parallelism=parallelism, targets=targets)
+        return make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None)
 
-async def _recover_and_refresh(
-    settings: Settings,
-    store: StateStore,
-    state: State,
-    notes: list[str],
-    *,
-    refresh_: bool,
-    parallelism: int,
-    targets: Sequence[str],
-    replace: Sequence[str],
-) -> tuple[State, dict[str, Any] | None]:
-    from invoicesync.apply import adopt, execute_plan, find_for_import, recover, refresh, select, with_remote_snapshots
-
-    async with _client(settings, required=False) as client:
-        if store.has_journal():
-            state, found = await recover(store, state, client)
-            notes.append(f"Recovered an interrupted run's journal ({found} create(s) found in Campfire).")
-        if not (refresh_ and state.invoices):
-            return state, ({} if refresh_ else None)
-        if client is None:
-            notes.append(f"Not refreshed: {settings.environment.api_key_env} is not set; planning against the state as recorded.")
-            return state, None
-        addresses = select(sorted(state.invoices), list(targets) + list(replace)) if targets else None
-        return state, await refresh(state, client, addresses=addresses, parallelism=parallelism)
+    return asyncio.run(online())
 
 
 @cli.command("plan")
@@ -261,14 +302,13 @@ def plan_cmd(ctx: click.Context, /, refresh_: bool, parallelism: int, targets: t
     specs = opts.specs(settings)
     store = _store(settings)
     with store.lock("plan", _lock_timeout(lock_timeout)):
-        plan, notes = _prepare(settings, store, specs, refresh_=refresh_, parallelism=parallelism,
-                               targets=targets, replace=replace)
-    for note in notes:
-        _echo(note, err=True)
+        plan = _prepare(settings, store, specs, refresh_=refresh_, parallelism=parallelism,
+                        targets=targets, replace=replace)
     fmt = "json" if opts.json else fmt
     _echo(render_plan(plan, fmt, color=opts.color and fmt == "text"))  # type: ignore[arg-type]
     if out is not None:
-        _write_atomically(out, dumps_json(plan_to_dict(plan), pretty=True))
+        # Like git -C, paths are relative to the workspace.
+        _write_atomically(settings.root / out, dumps_json(plan_to_dict(plan), pretty=True))
         if fmt == "text":
             _echo(f"\nSaved the plan to {out}. Apply exactly this plan with: invoicesync apply {out}")
     if detailed_exitcode and has_changes(plan):
@@ -312,10 +352,21 @@ def apply_cmd(ctx: click.Context, /, planfile: Path | None, refresh_: bool, para
               replace: tuple[str, ...], lock_timeout: float, auto_approve: bool, **kw: Any) -> int:
     """Plan (or load a saved plan), confirm, create/update/remove invoices, record each result."""
     opts = _options(ctx, **kw)
+    if planfile is not None:
+        flags = {"refresh_": "--refresh", "targets": "--target", "replace": "--replace"}
+        given = [flag for name, flag in flags.items()
+                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} cannot change a saved plan: it is applied exactly as it was made. "
+                "Give them to `invoicesync plan --out FILE` instead."
+            )
+    elif opts.json and not auto_approve:
+        raise UsageError("apply --json needs --auto-approve (or a saved plan): a prompt would mix with the JSON output.")
     settings = opts.settings()
     specs = opts.specs(settings)
     store = _store(settings)
-    saved = _load_saved_plan(planfile) if planfile is not None else None
+    saved = _load_saved_plan(settings.root / planfile) if planfile is not None else None
     with store.lock("apply", _lock_timeout(lock_timeout)):
         return asyncio.run(
             _apply_async(opts, settings, store, specs, saved, refresh_=refresh_, parallelism=parallelism,
@@ -326,29 +377,24 @@ def apply_cmd(ctx: click.Context, /, planfile: Path | None, refresh_: bool, para
 async def _apply_async(opts: Options, settings: Settings, store: StateStore, specs: SpecSet, saved: Plan | None, *,
                        refresh_: bool, parallelism: int, targets: Sequence[str], replace: Sequence[str],
                        auto_approve: bool) -> int:
-    from invoicesync.apply import adopt, execute_plan, find_for_import, recover, refresh, select, with_remote_snapshots
+    from invoicesync.apply import execute_plan, with_remote_snapshots
 
-    async with _client(settings, required=True) as client:
+    async with _session(settings, store, client_required=True) as (state, client):
         assert client is not None
-        state = store.load()
-        if store.has_journal():
-            state, found = await recover(store, state, client)
-            _echo(f"Recovered an interrupted run's journal ({found} create(s) found in Campfire).", err=True)
         if saved is not None:
             plan = saved
-            _check_saved_plan(plan, settings, store, state, specs)
+            check_saved_plan(plan, environment=settings.environment.name, state=state,
+                             state_exists=store.exists(), desired=specs.invoices)
             if not store.exists():
-                state = new_state(settings.environment.name, lineage=plan.lineage)
+                # The plan's lineage is in the source_ids it will send.
+                state = new_state(settings.environment.name, lineage=plan.lineage).model_copy(
+                    update={"endpoint": state.endpoint})
             if not opts.json:
                 _echo(render_plan(plan, "text", color=opts.color))
         else:
-            remote = None
-            if refresh_ and state.invoices:
-                addresses = select(sorted(state.invoices), list(targets) + list(replace)) if targets else None
-                remote = await refresh(state, client, addresses=addresses, parallelism=parallelism)
+            remote = await _refreshed(state, client, settings, refresh_=refresh_, parallelism=parallelism, targets=targets)
+            if remote:
                 state = with_remote_snapshots(state, remote)
-            elif refresh_:
-                remote = {}
             plan = make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None)
             if not opts.json:
                 _echo(render_plan(plan, "text", color=opts.color))
@@ -356,7 +402,7 @@ async def _apply_async(opts: Options, settings: Settings, store: StateStore, spe
                 if remote:
                     store.save(state)
                 if opts.json:
-                    _echo(render_apply_result(_empty_result(), "json"))
+                    _echo(render_apply_result(ApplyResult(outcomes=()), "json"))
                 return 0
             _confirm(auto_approve)
 
@@ -369,27 +415,6 @@ async def _apply_async(opts: Options, settings: Settings, store: StateStore, spe
     if result.interrupted:
         _echo("Interrupted: no new changes were started; every finished change is recorded.", err=True)
     return 1 if result.failed or result.interrupted else 0
-
-
-def _empty_result() -> Any:
-    from invoicesync.plan import ApplyResult
-
-    return ApplyResult(outcomes=())
-
-
-def _check_saved_plan(plan: Plan, settings: Settings, store: StateStore, state: State, specs: SpecSet) -> None:
-    problems = []
-    if plan.environment != settings.environment.name:
-        problems.append(f'it was made for environment "{plan.environment}", not "{settings.environment.name}"')
-    if store.exists() and (plan.lineage != state.lineage or plan.serial != state.serial):
-        problems.append(
-            f"the state has moved on since (planned against serial {plan.serial}, now {state.serial}"
-            + (", another lineage" if plan.lineage != state.lineage else "") + ")"
-        )
-    if plan.specs_digest != specs_digest(specs.invoices):
-        problems.append("the specs (or the variables given) have changed since")
-    if problems:
-        raise PlanError("the saved plan is stale: " + "; ".join(problems) + ". Run `invoicesync plan --out FILE` again.")
 
 
 @contextlib.contextmanager
@@ -452,24 +477,27 @@ def show(ctx: click.Context, /, address: str | None, **kw: Any) -> int:
     opts = _options(ctx, **kw)
     settings = opts.settings()
     store = _store(settings)
-    state = _recovered_state(settings, store, lock_timeout=None)
+    state = _recovered_state(settings, store)
     _echo(render_show(state, address, "json" if opts.json else "text", color=opts.color))
     return 0
 
 
-def _recovered_state(settings: Settings, store: StateStore, *, lock_timeout: float | None) -> State:
-    """The state, after folding in (and reconciling) any journal an interrupted run left."""
+def _recovered_state(settings: Settings, store: StateStore, *, locked: bool = False) -> State:
+    """The state, after folding in (and reconciling) any journal an interrupted run left.
+
+    Reading needs no lock; recovering a journal writes the state, so it takes the lock unless the
+    caller (``locked``) already holds it.
+    """
     if not store.has_journal():
         return store.load()
 
     async def run() -> State:
-        from invoicesync.apply import adopt, execute_plan, find_for_import, recover, refresh, select, with_remote_snapshots
-
-        async with _client(settings, required=False) as client:
-            state, _found = await recover(store, store.load(), client)
+        async with _session(settings, store, client_required=False) as (state, _client):
             return state
 
-    with store.lock("recover", lock_timeout):
+    if locked:
+        return asyncio.run(run())
+    with store.lock("recover"):
         return asyncio.run(run())
 
 
@@ -485,13 +513,10 @@ def refresh_cmd(ctx: click.Context, /, parallelism: int, lock_timeout: float, **
     store = _store(settings)
 
     async def run() -> tuple[int, list[str]]:
-        from invoicesync.apply import adopt, execute_plan, find_for_import, recover, refresh, select, with_remote_snapshots
+        from invoicesync.apply import refresh, with_remote_snapshots
 
-        async with _client(settings, required=True) as client:
+        async with _session(settings, store, client_required=True) as (state, client):
             assert client is not None
-            state = store.load()
-            if store.has_journal():
-                state, _ = await recover(store, state, client)
             remote = await refresh(state, client, parallelism=parallelism)
             store.save(with_remote_snapshots(state, remote))
             return len(remote), sorted(a for a, inv in remote.items() if inv is None)
@@ -528,13 +553,10 @@ def import_cmd(ctx: click.Context, /, address: str, invoice_id: int | None, invo
     store = _store(settings)
 
     async def run() -> int:
-        from invoicesync.apply import adopt, execute_plan, find_for_import, recover, refresh, select, with_remote_snapshots
+        from invoicesync.apply import adopt, find_for_import
 
-        async with _client(settings, required=True) as client:
+        async with _session(settings, store, client_required=True) as (state, client):
             assert client is not None
-            state = store.load()
-            if store.has_journal():
-                state, _ = await recover(store, state, client)
             invoice = await find_for_import(client, desired, invoice_id=invoice_id, invoice_number=invoice_number)
             store.save(adopt(state, desired, invoice))
             return int(invoice["id"])
@@ -557,7 +579,7 @@ def state_list(ctx: click.Context, /, **kw: Any) -> int:
     """Every address the state manages, with its invoice id."""
     opts = _options(ctx.find_root(), **kw)
     settings = opts.settings()
-    state = _recovered_state(settings, _store(settings), lock_timeout=None)
+    state = _recovered_state(settings, _store(settings))
     if opts.json:
         _echo(dumps_json({a: r.id for a, r in sorted(state.invoices.items())}, pretty=True))
     else:
@@ -574,7 +596,7 @@ def state_show(ctx: click.Context, /, address: str, **kw: Any) -> int:
     """One state record in full."""
     opts = _options(ctx.find_root(), **kw)
     settings = opts.settings()
-    state = _recovered_state(settings, _store(settings), lock_timeout=None)
+    state = _recovered_state(settings, _store(settings))
     if address not in state.invoices:
         raise InvoiceSyncError(f'the state has no "{address}" (see `invoicesync state list`).')
     _echo(dumps_json(state.invoices[address].model_dump(), pretty=True))
@@ -592,7 +614,7 @@ def state_rm(ctx: click.Context, /, addresses: tuple[str, ...], lock_timeout: fl
     settings = opts.settings()
     store = _store(settings)
     with store.lock("state rm", _lock_timeout(lock_timeout)):
-        state = _recovered_state_locked(settings, store)
+        state = _recovered_state(settings, store, locked=True)
         missing = [a for a in addresses if a not in state.invoices]
         if missing:
             raise InvoiceSyncError("the state has no " + ", ".join(f'"{a}"' for a in missing) + "; nothing was changed.")
@@ -615,7 +637,7 @@ def state_mv(ctx: click.Context, /, old: str, new: str, lock_timeout: float, **k
     settings = opts.settings()
     store = _store(settings)
     with store.lock("state mv", _lock_timeout(lock_timeout)):
-        state = _recovered_state_locked(settings, store)
+        state = _recovered_state(settings, store, locked=True)
         if old not in state.invoices:
             raise InvoiceSyncError(f'the state has no "{old}"; nothing was changed.')
         if new in state.invoices:
@@ -624,20 +646,6 @@ def state_mv(ctx: click.Context, /, old: str, new: str, lock_timeout: float, **k
         store.save(state.model_copy(update={"invoices": invoices}))
     _echo(f'Moved "{old}" to "{new}" (invoice {state.invoices[old].id}).')
     return 0
-
-
-def _recovered_state_locked(settings: Settings, store: StateStore) -> State:
-    if not store.has_journal():
-        return store.load()
-
-    async def run() -> State:
-        from invoicesync.apply import adopt, execute_plan, find_for_import, recover, refresh, select, with_remote_snapshots
-
-        async with _client(settings, required=False) as client:
-            state, _found = await recover(store, store.load(), client)
-            return state
-
-    return asyncio.run(run())
 
 
 @cli.command("force-unlock")

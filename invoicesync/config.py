@@ -162,7 +162,7 @@ def load_settings(
         specs_dir=specs_dir,
         state_dir=state_dir,
         environment=env,
-        api_key=env_vars.get(env.api_key_env) or None,
+        api_key=_api_key(env_vars, env.api_key_env),
         config_file=config_file,
         environment_names=names,
     )
@@ -327,3 +327,20 @@ def _environment(name: str, raw: Any, root: Path, where: str, prefix: str) -> En
         vars=MappingProxyType(dict(variables)),
         var_files=var_files,
     )
+
+
+def _api_key(environ: Mapping[str, str], name: str) -> str | None:
+    """The API key from ``environ[name]``, surrounding white space removed; never shown in an error.
+
+    A key with white space or control characters inside (a file with CRLF endings, a pasted line
+    break) is refused here, before an HTTP library could echo it in a message of its own.
+    """
+    key = (environ.get(name) or "").strip()
+    if not key:
+        return None
+    if not all(33 <= ord(ch) < 127 for ch in key):
+        raise ConfigError(
+            f"{name} holds characters an API key cannot have (white space, control or non-ASCII "
+            f"characters); set it to the key alone. The value is not shown."
+        )
+    return key

@@ -10,7 +10,6 @@
     +-- PlanError               a plan that must not be carried out (prevent_destroy, stale saved plan)
     +-- ApiError                Campfire answered with an error status (carries status and body)
     |   +-- ApiConnectionError  no usable answer: connect/read timeout, reset, dropped connection
-    +-- ApplyError              an apply finished with some actions failed (successes are kept)
 
 No module here does IO.
 """
@@ -102,6 +101,8 @@ class ApiError(InvoiceSyncError):
     ``field_errors`` flattens a DRF error body into ``(path, message)`` pairs such as
     ``("lines[0].product", 'Invalid pk "999" - object does not exist.')``; ``path`` is ``""`` for
     ``detail``/``error``/``non_field_errors`` messages. The API key is never part of the message.
+    ``uncertain`` is set when an earlier send of the same request may have taken effect, so the
+    final answer does not prove that nothing happened.
     """
 
     def __init__(
@@ -117,16 +118,13 @@ class ApiError(InvoiceSyncError):
         self.method = method
         self.path = path
         self.body = body
+        self.uncertain = False
         self.field_errors: list[tuple[str, str]] = flatten_drf_errors(body) if body is not None else []
         super().__init__(message)
 
 
 class ApiConnectionError(ApiError):
     """No usable answer: the request may or may not have reached Campfire."""
-
-
-class ApplyError(InvoiceSyncError):
-    """An apply finished with failures; every success was recorded."""
 
 
 def flatten_drf_errors(body: Any, prefix: str = "") -> list[tuple[str, str]]:

@@ -16,7 +16,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal
 from enum import Enum
 from typing import Annotated, Any, Literal
 
@@ -223,11 +223,16 @@ LINE_MONEY_FIELDS: frozenset[str] = frozenset(
 # --- canonical wire form ---------------------------------------------------------------------------
 
 
+# Wide enough for every value the API's ranges allow (quantity < 1e16 times rate < 1e13, with
+# decimals): the default context's 28 digits would round a product silently.
+MONEY_CONTEXT = Context(prec=80)
+
+
 def canonical_decimal(value: Decimal) -> Decimal:
     """One spelling per value: ``50.00`` -> ``50``, ``0.30`` -> ``0.3``, ``-0`` -> ``0``."""
     if value == value.to_integral_value():
-        return value.quantize(Decimal(1)) + Decimal(0)
-    return value.normalize()
+        return value.quantize(Decimal(1), context=MONEY_CONTEXT) + Decimal(0)
+    return value.normalize(MONEY_CONTEXT)
 
 
 _PLAIN = (str, int, bool, type(None))
@@ -288,16 +293,16 @@ def line_amount(line: Mapping[str, Any]) -> Decimal:
     if rate is None:
         return Decimal(0)
     quantity = line.get("quantity")
-    return Decimal(1 if quantity is None else quantity) * Decimal(rate)
+    return MONEY_CONTEXT.multiply(Decimal(1 if quantity is None else quantity), Decimal(rate))
 
 
 def invoice_total(wire: Mapping[str, Any]) -> Decimal:
     """What Campfire computes as ``total_amount``: lines' amount plus tax, less the invoice discount."""
     total = Decimal(0)
+    add = MONEY_CONTEXT.add
     for line in wire.get("lines", ()):
-        total += line_amount(line) + Decimal(line.get("tax") or 0)
-    total -= Decimal(wire.get("discount") or 0)
-    return total
+        total = add(total, add(line_amount(line), Decimal(line.get("tax") or 0)))
+    return MONEY_CONTEXT.subtract(total, Decimal(wire.get("discount") or 0))
 
 
 # --- what specs declare ----------------------------------------------------------------------------
@@ -416,6 +421,9 @@ def with_source(wire: Mapping[str, Any], lineage: str, address: str) -> dict[str
     create response was lost.
     """
     body = dict(wire)
-    body.setdefault("source", SOURCE)
-    body.setdefault("source_id", f"{lineage}/{address}")
+    # An empty value marks nothing and could not be looked up: it counts as unset.
+    if not body.get("source"):
+        body["source"] = SOURCE
+    if not body.get("source_id"):
+        body["source_id"] = f"{lineage}/{address}"
     return body

@@ -294,6 +294,28 @@ def specs_digest(desired: Sequence[DesiredInvoice]) -> str:
     return "sha256:" + hashlib.sha256(canonical_json(items).encode()).hexdigest()
 
 
+def check_saved_plan(
+    plan: Plan, *, environment: str, state: State, state_exists: bool, desired: Sequence[DesiredInvoice]
+) -> None:
+    """Refuse (``PlanError``) a saved plan made for another environment, state or set of specs.
+
+    A plan made before the state existed (serial 0) still applies while no state file exists.
+    """
+    problems = []
+    if plan.environment != environment:
+        problems.append(f'it was made for environment "{plan.environment}", not "{environment}"')
+    if state_exists and (plan.lineage != state.lineage or plan.serial != state.serial):
+        problems.append(
+            f"the state has moved on since (planned against serial {plan.serial}, now {state.serial}"
+            + (", another lineage" if plan.lineage != state.lineage else "")
+            + ")"
+        )
+    if plan.specs_digest != specs_digest(desired):
+        problems.append("the specs (or the variables given) have changed since")
+    if problems:
+        raise PlanError("the saved plan is stale: " + "; ".join(problems) + ". Run `invoicesync plan --out FILE` again.")
+
+
 def plan_totals(plan: Plan) -> tuple[CurrencyTotals, ...]:
     """The money impact per currency, sorted by currency.
 

@@ -25,6 +25,8 @@ import gc
 import operator
 import os
 import re
+import signal
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +68,8 @@ __all__ = [
 MAX_SPEC_BYTES = 16 * 1024 * 1024
 #: Deepest nesting of mappings and sequences in a YAML document.
 MAX_DEPTH = 64
+#: How long one template may take to render (seconds), so a runaway loop cannot hold a CI runner.
+MAX_RENDER_SECONDS = 20.0
 #: Most values in one YAML document, counting every alias expansion (billion-laughs guard).
 MAX_NODES = 2_000_000
 
@@ -194,6 +198,21 @@ class _IncludeRefused(jinja2.TemplateError):
 
 
 class _SpecEnvironment(ImmutableSandboxedEnvironment):
+    # `'a' * 10**9` or `9 ** 9 ** 9` would exhaust memory or CPU before any output bound applies.
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, bytes, list, tuple)) and isinstance(times, int):
+                    if len(seq) * times > MAX_SPEC_BYTES:
+                        raise SecurityError(f"repeating a sequence {times} times makes it too large")
+        elif operator == "**":
+            if isinstance(right, (int, float, Decimal)) and isinstance(left, (int, float, Decimal)):
+                if abs(right) > 100 and abs(left) > 1:  # type: ignore[operator]
+                    raise SecurityError(f"exponent {right} is too large")
+        return super().call_binop(context, operator, left, right)
+
     def _load_template(self, name: Any, globals: Any) -> NoReturn:  # noqa: A002 (jinja's signature)
         raise _IncludeRefused(
             f"cannot load {name!r}: spec templates cannot include, import or extend other files"
@@ -306,15 +325,23 @@ def _render(env: ImmutableSandboxedEnvironment, source: str, rel: str, variables
     parts: list[str] = []
     size = 0
     try:
-        for chunk in template.generate(variables):
-            size += len(chunk)
-            if size > MAX_SPEC_BYTES:
-                raise _OutputTooLarge
-            parts.append(chunk)
+        with _time_budget(MAX_RENDER_SECONDS):
+            for chunk in template.generate(variables):
+                size += len(chunk)
+                if size > MAX_SPEC_BYTES:
+                    raise _OutputTooLarge
+                parts.append(chunk)
     except _OutputTooLarge:
         raise SpecError(
             SourceLocation(rel), f"template output exceeds {MAX_SPEC_BYTES // (1024 * 1024)} MiB; split it into several files"
         ) from None
+    except _RenderTimeout as exc:
+        raise SpecError(
+            SourceLocation(rel, _template_line(exc, rel)),
+            f"template took longer than {MAX_RENDER_SECONDS:g} s to render (a runaway loop?)",
+        ) from None
+    except MemoryError:
+        raise SpecError(SourceLocation(rel), "template needs more memory than a spec may use") from None
     except _TEMPLATE_RUNTIME_ERRORS as exc:
         line = _template_line(exc, rel)
         if isinstance(exc, jinja2.UndefinedError):
@@ -327,6 +354,29 @@ def _render(env: ImmutableSandboxedEnvironment, source: str, rel: str, variables
             problem = f"template error: {type(exc).__name__}: {exc}"
         raise SpecError(SourceLocation(rel, line), problem) from exc
     return "".join(parts)
+
+
+class _RenderTimeout(Exception):
+    """The render time budget ran out."""
+
+
+@contextmanager
+def _time_budget(seconds: float) -> Iterator[None]:
+    """Interrupt what runs inside after ``seconds`` (a SIGALRM timer; main thread on POSIX only)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _RenderTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _template_line(exc: BaseException, filename: str) -> int | None:

@@ -66,6 +66,9 @@ class State(BaseModel):
     lineage: str
     serial: int = 0
     environment: str
+    # Which Campfire the ids belong to ("sandbox", or the API's scheme://host[:port]); set by the
+    # first run that talks to it, so the state is never applied against another Campfire by mistake.
+    endpoint: str | None = None
     invoices: dict[str, InvoiceRecord] = Field(default_factory=dict)
 
 

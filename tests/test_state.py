@@ -103,7 +103,7 @@ def test_state_file_is_pretty_and_sorted(store: StateStore) -> None:
     _saved_state(store)
     text = store.path.read_text()
     assert text == dumps_json(loads_json(text), pretty=True)
-    assert text.startswith('{\n  "environment": "sandbox",\n  "format_version": 1,\n  "invoices": {')
+    assert text.startswith('{\n  "endpoint": null,\n  "environment": "sandbox",\n  "format_version": 1,\n  "invoices": {')
 
 
 def test_serial_grows_and_lineage_stays(store: StateStore) -> None:

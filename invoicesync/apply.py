@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import fnmatch
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -438,10 +437,3 @@ def adopt(state: State, desired: DesiredInvoice, invoice: Mapping[str, Any]) -> 
     invoices = dict(state.invoices)
     invoices[desired.address] = record
     return state.model_copy(update={"invoices": invoices})
-
-
-def select(addresses: Sequence[str], patterns: Sequence[str]) -> list[str]:
-    """Addresses matching any glob pattern (all of them when there is no pattern)."""
-    if not patterns:
-        return list(addresses)
-    return [a for a in addresses if any(fnmatch.fnmatchcase(a, p) for p in patterns)]

@@ -32,6 +32,7 @@ from invoicesync.plan import (
     check_saved_plan,
     has_changes,
     make_plan,
+    matching,
     plan_from_dict,
     plan_to_dict,
 )
@@ -246,7 +247,7 @@ async def _refreshed(
     state: State, client: CampfireClient | None, settings: Settings, *, refresh_: bool, parallelism: int, targets: Sequence[str]
 ) -> dict[str, Any] | None:
     """Campfire's invoices for the state's addresses (the targeted ones), or None when not read."""
-    from invoicesync.apply import refresh, select
+    from invoicesync.apply import refresh
 
     if not refresh_:
         return None
@@ -255,7 +256,7 @@ async def _refreshed(
     if client is None:
         _echo(f"Not refreshed: {settings.environment.api_key_env} is not set; planning against the state as recorded.", err=True)
         return None
-    addresses = select(sorted(state.invoices), targets) if targets else None
+    addresses = matching(state.invoices, targets) if targets else None
     return await refresh(state, client, addresses=addresses, parallelism=parallelism)
 
 

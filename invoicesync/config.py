@@ -12,7 +12,6 @@ naming the file and key; the API key never appears in a message or a ``repr``.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -23,7 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from invoicesync.errors import ConfigError
+from invoicesync.errors import ConfigError, did_you_mean
 
 CONFIG_FILE = "invoicesync.toml"
 PYPROJECT_FILE = "pyproject.toml"
@@ -254,16 +253,11 @@ def _defined(names: Iterable[str]) -> str:
     return f"defined environments: {listed}" if listed else "no environments are defined"
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
 def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str, prefix: str) -> None:
     for key in table:
         if key not in allowed:
             raise ConfigError(
-                f"{where}: unknown key {_key(prefix, key)!r}{_suggest(key, allowed)}; "
+                f"{where}: unknown key {_key(prefix, key)!r}{did_you_mean(key, allowed)}; "
                 f"allowed keys: {', '.join(allowed)}"
             )
 

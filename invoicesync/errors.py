@@ -16,7 +16,8 @@ No module here does IO.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,3 +150,20 @@ def flatten_drf_errors(body: Any, prefix: str = "") -> list[tuple[str, str]]:
     elif body is not None and body != "":
         out.append((prefix, str(body)))
     return out
+
+
+def field_path(parts: Iterable[str | int]) -> str:
+    """A field location as users write it: ``("lines", 0, "rate")`` -> ``lines[0].rate``."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'terms'?)`` for the closest choice, or ``""``."""
+    match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""

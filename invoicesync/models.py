@@ -12,9 +12,11 @@ Never does IO.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from enum import Enum
@@ -427,3 +429,20 @@ def with_source(wire: Mapping[str, Any], lineage: str, address: str) -> dict[str
     if not body.get("source_id"):
         body["source_id"] = f"{lineage}/{address}"
     return body
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while bulk-loading (specs, state files).
+
+    Loading allocates millions of small acyclic objects (YAML nodes, dicts, models); the collector's
+    passes over that growing heap made 10k invoices take about 3x longer. Reference counting still
+    frees everything; collection resumes afterwards.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

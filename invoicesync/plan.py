@@ -25,7 +25,7 @@ from deepdiff import DeepDiff
 from deepdiff.helper import NotPresent
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from invoicesync.errors import PlanError
+from invoicesync.errors import PlanError, field_path
 from invoicesync.models import (
     DesiredInvoice,
     RemoteSnapshot,
@@ -555,22 +555,25 @@ def _existing(
         "currency_before": old_currency if old_currency != spec.currency else None,
     }
 
+    def update(merged: _Diff, drifted: set[_Path], blocked: str | None = None) -> Change:
+        return Change(
+            action=Action.UPDATE,
+            body=body,
+            before=record.body,
+            patch=_patch(merged, body),
+            field_changes=tuple(_field_changes(merged, drifted) + lifecycle_changes),
+            amount=invoice_total(body),
+            amount_before=invoice_total({**record.body, **remote_view} if drifted else record.body),
+            reason=REASON_DRIFT if drifted else None,
+            blocked=blocked,
+            digest=exact_digest(),
+            **common,
+        )
+
     if locked:
         merged, drifted = _merge(spec_diff, drift, body_norm) if spec_diff else ({}, set())
         if merged:
-            return Change(
-                action=Action.UPDATE,
-                body=body,
-                before=record.body,
-                patch=_patch(merged, body),
-                field_changes=tuple(_field_changes(merged, drifted) + lifecycle_changes),
-                amount=invoice_total(body),
-                amount_before=invoice_total({**record.body, **remote_view} if drifted else record.body),
-                reason=REASON_DRIFT if drifted else None,
-                blocked=f"invoice {record.id} is {locked} in Campfire; it can no longer be changed",
-                digest=exact_digest(),
-                **common,
-            )
+            return update(merged, drifted, f"invoice {record.id} is {locked} in Campfire; it can no longer be changed")
         if lifecycle_changes or spec_changed:
             return _state_only(common, body, exact_digest(), record, lifecycle_changes)
         if locked == "voided":
@@ -586,18 +589,7 @@ def _existing(
 
     merged, drifted = _merge(spec_diff, drift, body_norm)
     if merged:
-        return Change(
-            action=Action.UPDATE,
-            body=body,
-            before=record.body,
-            patch=_patch(merged, body),
-            field_changes=tuple(_field_changes(merged, drifted) + lifecycle_changes),
-            amount=invoice_total(body),
-            amount_before=invoice_total({**record.body, **remote_view} if drifted else record.body),
-            reason=REASON_DRIFT if drifted else None,
-            digest=exact_digest(),
-            **common,
-        )
+        return update(merged, drifted)
     if lifecycle_changes or spec_changed:
         return _state_only(common, body, exact_digest(), record, lifecycle_changes)
     total = invoice_total(record.body)
@@ -686,6 +678,15 @@ def _protected_message(changes: Sequence[Change]) -> str:
 
 def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile(translate(pattern))
+
+
+def matching(addresses: Iterable[str], patterns: Sequence[str]) -> list[str]:
+    """The addresses (sorted) matching any of the glob ``patterns``; all of them when there is none."""
+    ordered = sorted(addresses)
+    if not patterns:
+        return ordered
+    compiled = [_glob(p) for p in patterns]
+    return [a for a in ordered if any(rx.match(a) for rx in compiled)]
 
 
 def _select_targets(universe: Iterable[str], targets: Sequence[str]) -> set[str]:
@@ -864,16 +865,6 @@ def _merge(spec_diff: _Diff, drift: _Diff, body_norm: Any) -> tuple[_Diff, set[_
     return merged, drifted
 
 
-def _path_text(path: _Path) -> str:
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
-
-
 def _path_key(path: _Path) -> tuple[tuple[int, int, str], ...]:
     return tuple((0, p, "") if isinstance(p, int) else (1, 0, p) for p in path)
 
@@ -881,7 +872,7 @@ def _path_key(path: _Path) -> tuple[tuple[int, int, str], ...]:
 def _field_changes(diff: _Diff, drift: Iterable[_Path] = ()) -> list[FieldChange]:
     drifted = set(drift)
     return [
-        FieldChange(_path_text(p), diff[p][0], diff[p][1], drift=p in drifted)
+        FieldChange(field_path(p), diff[p][0], diff[p][1], drift=p in drifted)
         for p in sorted(diff, key=_path_key)
     ]
 
@@ -1101,4 +1092,4 @@ def _change_from_doc(doc: _ChangeDoc) -> Change:
 
 
 def _loc_text(loc: Sequence[str | int]) -> str:
-    return _path_text(tuple(loc)) or "(document)"
+    return field_path(tuple(loc)) or "(document)"

@@ -20,8 +20,6 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import decimal
-import difflib
-import gc
 import operator
 import os
 import re
@@ -42,9 +40,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import ValidationError
 
 from invoicesync.config import Settings
-from invoicesync.errors import SourceLocation, SpecError, SpecErrors, UsageError
+from invoicesync.errors import SourceLocation, SpecError, SpecErrors, UsageError, did_you_mean, field_path
 from invoicesync.models import (
     BODY_FIELDS,
+    gc_paused,
     LINE_FIELDS,
     DesiredInvoice,
     InvoiceBody,
@@ -135,7 +134,7 @@ def load_specs(
     ``cli_vars`` (``--var k=v``). Raises :class:`SpecErrors` with every problem found, across all
     files and invoices, or :class:`UsageError` for a malformed ``--var``.
     """
-    with _gc_paused():
+    with gc_paused():
         return _Loader(settings).load(var_files, cli_vars)
 
 
@@ -636,20 +635,6 @@ def _yaml_load_small(text: str) -> Any:
 # --- loading ------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    # Loading allocates millions of small acyclic objects (YAML nodes, dicts, models); the cyclic
-    # collector's passes over that growing heap made 10k invoices take ~3x longer. Reference
-    # counting still frees everything; the collector resumes afterwards.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _short(value: Any) -> str:
     if isinstance(value, (dt.date, Decimal)):
         text = str(value)
@@ -662,21 +647,6 @@ def _short(value: Any) -> str:
     else:
         text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _field_path(loc: Sequence[Any]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _suggest(word: str, choices: Sequence[str] | frozenset[str]) -> str:
-    match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _node_line(node: yaml.Node | None, loc: Sequence[Any]) -> int | None:
@@ -872,7 +842,7 @@ class _Loader:
                 self.errors.append(
                     SpecError(
                         SourceLocation(rel, line),
-                        f"unknown top-level key {shown!r}{_suggest(str(shown), _TOP_KEYS)}; "
+                        f"unknown top-level key {shown!r}{did_you_mean(str(shown), _TOP_KEYS)}; "
                         "a spec file has 'invoices' and optionally 'defaults'",
                     )
                 )
@@ -949,7 +919,7 @@ class _Loader:
             if line is None and ctx.defaults_node is not None and loc and loc[0] not in raw:
                 line = _node_line(ctx.defaults_node, loc)
             errors.append(
-                SpecError(SourceLocation(ctx.rel, line or where.line), problem, address=address, field=_field_path(loc))
+                SpecError(SourceLocation(ctx.rel, line or where.line), problem, address=address, field=field_path(loc))
             )
 
         lifecycle = _lifecycle(data.pop("lifecycle", None), error)
@@ -1043,7 +1013,7 @@ def _lifecycle(raw: Any, error: Any) -> Lifecycle:
     ok = True
     for key in raw:
         if key not in _LIFECYCLE_KEYS:
-            error(("lifecycle", key), f"unknown lifecycle setting{_suggest(str(key), _LIFECYCLE_KEYS)}; allowed: prevent_destroy, on_remove")
+            error(("lifecycle", key), f"unknown lifecycle setting{did_you_mean(str(key), _LIFECYCLE_KEYS)}; allowed: prevent_destroy, on_remove")
             ok = False
     prevent = raw.get("prevent_destroy", False)
     if not isinstance(prevent, bool):
@@ -1098,7 +1068,7 @@ def _problem(err: Mapping[str, Any], loc: Sequence[Any]) -> str:
         if in_line and name in BODY_FIELDS and name not in LINE_FIELDS:
             return f"unknown line field {name!r}: it is an invoice field, not a line field"
         choices = LINE_FIELDS if in_line else BODY_FIELDS
-        return f"unknown field {name!r}{_suggest(name, choices)}"
+        return f"unknown field {name!r}{did_you_mean(name, choices)}"
     if kind == "missing":
         return "required field is missing"
     if kind == "enum":

@@ -67,6 +67,7 @@ class _Run:
     stop: asyncio.Event
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     settling: list[asyncio.Task[None]] = field(default_factory=list)
+    managed_ids: frozenset[int] = frozenset()  # ids the state manages: a look-up must never take one
 
     def record_later(self, record: dict[str, Any]) -> None:
         """Journal an outcome without holding the worker: only intents must be on disk before a request leaves.
@@ -110,6 +111,7 @@ async def execute_plan(
         today=(today or dt.date.today()).isoformat(),
         on_outcome=on_outcome,
         stop=stop or asyncio.Event(),
+        managed_ids=frozenset(record.id for record in state.invoices.values()),
     )
     semaphore = asyncio.Semaphore(max(1, parallelism))
     # Blocked changes (the invoice is paid or voided in Campfire) are shown by the plan and not attempted.
@@ -197,7 +199,9 @@ async def _create(run: _Run, change: Change, replaces: int | None) -> None:
         }
     )
     try:
-        result = await run.client.create_invoice(body, idempotency_key=key, lookup=lookup)
+        result = await run.client.create_invoice(
+            body, idempotency_key=key, lookup=lookup, exclude_ids=run.managed_ids
+        )
     except ApiError as exc:
         if not isinstance(exc, ApiConnectionError) and not exc.uncertain:
             # Campfire refused it and no earlier send may have landed: nothing was created.
@@ -286,16 +290,23 @@ async def _remove(run: _Run, change: Change, how: str, *, report: bool = True) -
 # --- recovery ----------------------------------------------------------------------------------------
 
 
+#: Recovery waits this long at most for creates that may still be in flight; longer, it asks to run again.
+MAX_SETTLE_WAIT = 15.0
+
+
 async def recover(
-    store: StateStore, state: State, client: CampfireClient | None, *, settle_seconds: float = 1.0
+    store: StateStore, state: State, client: CampfireClient | None, *, settle_seconds: float = 60.0
 ) -> tuple[State, int]:
     """Fold a journal left by an interrupted run into the state and reconcile its unresolved creates.
 
     Returns the saved state and how many unresolved creates were found in Campfire. Without a client
-    (no API key), recorded outcomes are still folded in, but unresolved creates make this fail: they
-    cannot be settled without asking Campfire, and planning around them could create duplicates.
-    A create sent by a run killed a moment ago may still be in flight at Campfire, so look-ups wait
-    until each intent is at least ``settle_seconds`` old.
+    (no API key), unresolved creates make this fail: they cannot be settled without asking Campfire,
+    and planning around them could create duplicates.
+
+    A create sent by a run that died may still land for up to ``settle_seconds`` (the read timeout)
+    after the run's last sign of life (its journal's last write). A look-up that finds nothing
+    before then proves nothing: recovery waits (up to ``MAX_SETTLE_WAIT``) and looks again, or fails,
+    keeping the journal, and says when to run again.
     """
     records = store.read_journal()
     if not records:
@@ -303,48 +314,77 @@ async def recover(
             store.remove_journal()
         return state, 0
     folded, pending = fold_journal(state, records)
-    found = 0
-    if pending:
-        if client is None:
+    if not pending:
+        saved = store.save(folded)
+        store.remove_journal()
+        return saved, 0
+    if client is None:
+        raise StateError(
+            f"{store.journal_path.name} holds {len(pending)} create(s) whose outcome is unknown; "
+            "they must be looked up in Campfire before anything else runs. Set the API key and run again."
+        )
+    found = await _look_up_intents(client, folded, pending)
+    missing = [i for i in pending if i["address"] not in found]
+    if missing:
+        last_sign = max([_stamp(i.get("time")) for i in missing] + [store.journal_path.stat().st_mtime])
+        wait = last_sign + settle_seconds - time.time()
+        if wait > MAX_SETTLE_WAIT:
+            until = dt.datetime.fromtimestamp(last_sign + settle_seconds, dt.timezone.utc).strftime("%H:%M:%S UTC")
             raise StateError(
-                f"{store.journal_path.name} holds {len(pending)} create(s) whose outcome is unknown; "
-                "they must be looked up in Campfire before anything else runs. Set the API key and run again."
+                f"{len(missing)} create(s) of an interrupted run may still be in flight at Campfire (their look-up "
+                f"found nothing yet, and a request may take up to {settle_seconds:g} s): run again after {until}. "
+                f"The journal {store.journal_path.name} is kept."
             )
-        youngest = min(_age_seconds(i.get("time")) for i in pending)
-        if youngest < settle_seconds:
-            await asyncio.sleep(settle_seconds - youngest)
-        semaphore = asyncio.Semaphore(8)
-
-        async def look_up(intent: Mapping[str, Any]) -> dict[str, Any] | None:
-            async with semaphore:
-                return await client.find_invoice(InvoiceLookup.from_dict(intent["lookup"]))
-
-        results = await asyncio.gather(*(look_up(i) for i in pending))
-        now = _now()
-        for intent, invoice in zip(pending, results):
-            if invoice is None:
-                continue
-            found += 1
-            folded.invoices[intent["address"]] = InvoiceRecord(
-                id=int(invoice["id"]),
-                digest=intent["digest"],
-                body=intent["body"],
-                lifecycle=LifecycleRecord.model_validate(intent.get("lifecycle") or {}),
-                remote=RemoteSnapshot.from_response(invoice),
-                created_at=intent.get("time") or now,
-                updated_at=now,
-            )
+        if wait > 0:
+            await asyncio.sleep(wait)
+            found.update(await _look_up_intents(client, folded, missing))
+    now = _now()
+    for intent in pending:
+        invoice = found.get(intent["address"])
+        if invoice is None:
+            continue
+        folded.invoices[intent["address"]] = InvoiceRecord(
+            id=int(invoice["id"]),
+            digest=intent["digest"],
+            body=intent["body"],
+            lifecycle=LifecycleRecord.model_validate(intent.get("lifecycle") or {}),
+            remote=RemoteSnapshot.from_response(invoice),
+            created_at=intent.get("time") or now,
+            updated_at=now,
+        )
     saved = store.save(folded)
     store.remove_journal()
-    return saved, found
+    return saved, len(found)
 
 
-def _age_seconds(stamp: Any) -> float:
+async def _look_up_intents(
+    client: CampfireClient, state: State, intents: Sequence[Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Address -> the invoice each intent's create made, for those Campfire shows (8 look-ups at a time)."""
+    semaphore = asyncio.Semaphore(8)
+
+    async def look_up(intent: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        address = intent["address"]
+        async with semaphore:
+            invoice = await client.find_invoice(
+                InvoiceLookup.from_dict(intent["lookup"]), exclude_ids=_managed_elsewhere(state, address)
+            )
+        return address, invoice
+
+    pairs = await asyncio.gather(*(look_up(i) for i in intents))
+    return {address: invoice for address, invoice in pairs if invoice is not None}
+
+
+def _managed_elsewhere(state: State, address: str) -> frozenset[int]:
+    """Ids the state manages under other addresses: a look-up for ``address`` must never take one."""
+    return frozenset(record.id for other, record in state.invoices.items() if other != address)
+
+
+def _stamp(value: Any) -> float:
     try:
-        when = dt.datetime.fromisoformat(str(stamp))
+        return dt.datetime.fromisoformat(str(value)).timestamp()
     except ValueError:
-        return float("inf")
-    return (dt.datetime.now(dt.timezone.utc) - when).total_seconds()
+        return 0.0
 
 
 # --- refresh -----------------------------------------------------------------------------------------

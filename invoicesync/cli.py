@@ -22,7 +22,7 @@ import click
 
 from invoicesync import __version__
 from invoicesync.config import Settings, load_settings
-from invoicesync.errors import ConfigError, InvoiceSyncError, PlanError, UsageError
+from invoicesync.errors import ConfigError, InvoiceSyncError, LockError, PlanError, UsageError
 from invoicesync.models import dumps_json, loads_json
 from invoicesync.plan import (
     Action,
@@ -97,7 +97,8 @@ async def _client(settings: Settings, *, required: bool) -> AsyncIterator[Campfi
             yield client
     elif settings.api_key:
         async with CampfireClient(
-            env.base_url, settings.api_key, api_key_name=env.api_key_env, backoff_base=_retry_base()
+            env.base_url, settings.api_key, api_key_name=env.api_key_env, backoff_base=_retry_base(),
+            read_timeout=env.timeout,
         ) as client:
             yield client
     elif required:
@@ -238,7 +239,9 @@ async def _session(
     async with _client(settings, required=client_required) as client:
         state = _bind(store.load(), settings)
         if store.has_journal():
-            state, found = await recover(store, state, client)
+            # The in-process sandbox died with the run that left the journal: nothing is in flight.
+            settle = 0.0 if settings.environment.endpoint == "sandbox" else settings.environment.timeout
+            state, found = await recover(store, state, client, settle_seconds=settle)
             _echo(f"Recovered the journal of an interrupted run ({found} create(s) of unknown outcome found in Campfire).", err=True)
         yield state, client
 
@@ -487,8 +490,11 @@ def _recovered_state(settings: Settings, store: StateStore, *, locked: bool = Fa
     """The state, after folding in (and reconciling) any journal an interrupted run left.
 
     Reading needs no lock; recovering a journal writes the state, so it takes the lock unless the
-    caller (``locked``) already holds it.
+    caller (``locked``) already holds it. When another run holds the lock, its journal is live: the
+    outcomes recorded so far are shown, folded in memory, and nothing is written.
     """
+    from invoicesync.state import fold_journal
+
     if not store.has_journal():
         return store.load()
 
@@ -498,8 +504,13 @@ def _recovered_state(settings: Settings, store: StateStore, *, locked: bool = Fa
 
     if locked:
         return asyncio.run(run())
-    with store.lock("recover"):
-        return asyncio.run(run())
+    try:
+        with store.lock("recover"):
+            return asyncio.run(run())
+    except LockError:
+        _echo("Another run is in progress: showing the state with the outcomes it has recorded so far.", err=True)
+        folded, _pending = fold_journal(store.load(), store.read_journal())
+        return folded
 
 
 @cli.command("refresh")

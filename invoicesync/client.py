@@ -31,7 +31,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -438,7 +438,12 @@ class CampfireClient:
     # --- invoices ---------------------------------------------------------------------------------
 
     async def create_invoice(
-        self, body: Mapping[str, Any], *, idempotency_key: str, lookup: InvoiceLookup
+        self,
+        body: Mapping[str, Any],
+        *,
+        idempotency_key: str,
+        lookup: InvoiceLookup,
+        exclude_ids: Collection[int] = (),
     ) -> CreateResult:
         """Create one invoice exactly once (``POST /coa/api/v1/invoice/`` with an ``Idempotency-Key``).
 
@@ -453,7 +458,7 @@ class CampfireClient:
         headers = {"Content-Type": _JSON, "Idempotency-Key": idempotency_key}
 
         async def reconcile() -> dict[str, Any] | None:
-            return await self.find_invoice(lookup)
+            return await self.find_invoice(lookup, exclude_ids=exclude_ids)
 
         reply = await self._call("POST", INVOICES_PATH, content=content, headers=headers, reconcile=reconcile)
         if reply.reconciled is not None:
@@ -462,7 +467,7 @@ class CampfireClient:
         return CreateResult(invoice=self._invoice(reply, "POST", INVOICES_PATH), found_by_lookup=False,
                             attempts=reply.attempts)
 
-    async def find_invoice(self, lookup: InvoiceLookup) -> dict[str, Any] | None:
+    async def find_invoice(self, lookup: InvoiceLookup, *, exclude_ids: Collection[int] = ()) -> dict[str, Any] | None:
         """Find the invoice a lost create may have made, or None.
 
         Lists invoices filtered by entity, client (when known), ``start_date``=``end_date``=invoice
@@ -481,7 +486,9 @@ class CampfireClient:
         filters["limit"] = LOOKUP_PAGE_SIZE
         best: dict[str, Any] | None = None
         for invoice in await self.list_invoices(**filters):
-            if invoice.get("is_deleted") or _is_voided(invoice) or invoice.get("id") in lookup.exclude_ids:
+            if invoice.get("is_deleted") or _is_voided(invoice):
+                continue
+            if invoice.get("id") in lookup.exclude_ids or invoice.get("id") in exclude_ids:
                 continue
             if lookup.source_id:
                 if invoice.get("source_id") != lookup.source_id:
@@ -677,24 +684,28 @@ class CampfireClient:
             error.uncertain = reply.uncertain
             raise error
         if reply.data is None and not allow_empty:
-            raise ApiError(
+            error = ApiError(
                 f"{method} {path}: {response.status_code} with an empty body where an invoice was expected",
                 status=response.status_code,
                 method=method,
                 path=path,
             )
+            error.uncertain = True  # it succeeded, with nothing to show for it
+            raise error
         return reply.data
 
     def _invoice(self, reply: _Reply, method: str, path: str) -> dict[str, Any]:
         """The invoice object a final reply carries, or ``ApiError``."""
         data = self._result(reply, method, path)
         if not isinstance(data, dict):
-            raise ApiError(
+            error = ApiError(
                 f"{method} {path}: expected an invoice object, got: {_summarise(data)}",
                 status=reply.response.status_code if reply.response is not None else None,
                 method=method,
                 path=path,
             )
+            error.uncertain = True  # a success status: whatever it did, it did
+            raise error
         return data
 
     def _status_error(
@@ -768,7 +779,11 @@ class CampfireClient:
         unchecked = False  # ... and no reconcile has looked since
         while True:
             if self._resume_at > time.monotonic():
-                waited = await self._wait_for_throttle(waited, method, shown_path)
+                try:
+                    waited = await self._wait_for_throttle(waited, method, shown_path)
+                except ApiError as throttle_error:
+                    throttle_error.uncertain = uncertain
+                    raise
             if sends:
                 self.stats.retries += 1
             sends += 1

@@ -34,7 +34,8 @@ ENV_ENVIRONMENT = "INVOICESYNC_ENV"
 ENV_BASE_URL = "CAMPFIRE_BASE_URL"
 
 _TOP_KEYS = ("specs", "state", "default_environment", "environments")
-_ENV_KEYS = ("endpoint", "base_url", "api_key_env", "vars", "var_files")
+_ENV_KEYS = ("endpoint", "base_url", "api_key_env", "timeout", "vars", "var_files")
+DEFAULT_TIMEOUT = 60.0
 _ENDPOINTS = ("sandbox", "http")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -60,6 +61,9 @@ class Environment:
     api_key_env: str = DEFAULT_API_KEY_ENV
     vars: Mapping[str, Any] = field(default_factory=_empty_vars)
     var_files: tuple[Path, ...] = ()
+    # Seconds to wait for Campfire's answer to one request (the read timeout). Also how long a create
+    # sent by a run that died may still land, so recovery waits that long before concluding it did not.
+    timeout: float = DEFAULT_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,7 @@ def load_settings(
             api_key_env=env.api_key_env,
             vars=env.vars,
             var_files=env.var_files,
+            timeout=env.timeout,
         )
 
     return Settings(
@@ -304,6 +309,10 @@ def _environment(name: str, raw: Any, root: Path, where: str, prefix: str) -> En
             "(the key itself never goes in a file)"
         )
 
+    timeout = raw.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float, Decimal)) or not 0 < timeout <= 3600:
+        raise ConfigError(f"{where}: {prefix}.timeout must be a number of seconds between 0 and 3600")
+
     variables = raw.get("vars", {})
     if not isinstance(variables, dict):
         raise ConfigError(f"{where}: {prefix}.vars must be a table of template variables")
@@ -320,6 +329,7 @@ def _environment(name: str, raw: Any, root: Path, where: str, prefix: str) -> En
         api_key_env=api_key_env,
         vars=MappingProxyType(dict(variables)),
         var_files=var_files,
+        timeout=float(timeout),
     )
 
 

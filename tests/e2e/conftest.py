@@ -125,6 +125,7 @@ default_environment = "e2e"
 
 [tool.invoicesync.environments.e2e]
 base_url = "{url}"
+timeout = 1  # loopback answers in milliseconds; recovery waits this long for creates in flight
 """
 
 

@@ -320,8 +320,9 @@ async def recover(
         return saved, 0
     if client is None:
         raise StateError(
-            f"{store.journal_path.name} holds {len(pending)} create(s) whose outcome is unknown; "
-            "they must be looked up in Campfire before anything else runs. Set the API key and run again."
+            f"{store.journal_path.name} holds {len(pending)} create(s) of an interrupted run whose outcome is "
+            "unknown; they must be looked up in Campfire before anything else changes. Set the API key "
+            "(the environment's api_key_env, CAMPFIRE_API_KEY by default) and run again."
         )
     found = await _look_up_intents(client, folded, pending)
     missing = [i for i in pending if i["address"] not in found]
@@ -406,11 +407,21 @@ async def refresh(
 
 
 def with_remote_snapshots(state: State, remote: Mapping[str, Mapping[str, Any] | None]) -> State:
-    """A copy of ``state`` whose records carry the refreshed remote snapshots (404s keep the old one)."""
+    """A copy of ``state`` whose records carry the refreshed remote snapshots.
+
+    An invoice Campfire answered 404 for keeps its last snapshot, marked ``deleted`` (so money views
+    stop counting it; the next plan creates it again).
+    """
     invoices = dict(state.invoices)
     for address, invoice in remote.items():
-        if invoice is not None and address in invoices:
-            invoices[address] = invoices[address].model_copy(update={"remote": RemoteSnapshot.from_response(invoice)})
+        record = invoices.get(address)
+        if record is None:
+            continue
+        if invoice is not None:
+            snapshot = RemoteSnapshot.from_response(invoice)
+        else:
+            snapshot = (record.remote or RemoteSnapshot()).model_copy(update={"status": "deleted", "payment_status": "deleted"})
+        invoices[address] = record.model_copy(update={"remote": snapshot})
     return state.model_copy(update={"invoices": invoices})
 
 

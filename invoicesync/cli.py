@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import traceback
 import urllib.parse
@@ -22,7 +23,7 @@ import click
 
 from invoicesync import __version__
 from invoicesync.config import Settings, load_settings
-from invoicesync.errors import ConfigError, InvoiceSyncError, LockError, PlanError, UsageError
+from invoicesync.errors import ConfigError, InvoiceSyncError, PlanError, UsageError
 from invoicesync.models import dumps_json, loads_json
 from invoicesync.plan import (
     Action,
@@ -416,8 +417,6 @@ async def _apply_async(opts: Options, settings: Settings, store: StateStore, spe
             _state, result = await execute_plan(plan, store=store, state=state, client=client,
                                                 parallelism=parallelism, on_outcome=on_outcome, stop=stop)
     _echo(render_apply_result(result, "json" if opts.json else "text", color=opts.color, only_failures=streamed))
-    if result.interrupted:
-        _echo("Interrupted: no new changes were started; every finished change is recorded.", err=True)
     return 1 if result.failed or result.interrupted else 0
 
 
@@ -487,30 +486,29 @@ def show(ctx: click.Context, /, address: str | None, **kw: Any) -> int:
 
 
 def _recovered_state(settings: Settings, store: StateStore, *, locked: bool = False) -> State:
-    """The state, after folding in (and reconciling) any journal an interrupted run left.
+    """The state with any journal an interrupted (or running) apply left folded in.
 
-    Reading needs no lock; recovering a journal writes the state, so it takes the lock unless the
-    caller (``locked``) already holds it. When another run holds the lock, its journal is live: the
-    outcomes recorded so far are shown, folded in memory, and nothing is written.
+    Read-only commands (``locked`` False) fold it in memory: no look-ups, no writes, no lock, so they
+    work offline and beside a running apply. Commands that write (holding the lock) recover it for
+    real first: its unresolved creates are looked up in Campfire.
     """
     from invoicesync.state import fold_journal
 
     if not store.has_journal():
         return store.load()
-
-    async def run() -> State:
-        async with _session(settings, store, client_required=False) as (state, _client):
-            return state
-
     if locked:
+
+        async def run() -> State:
+            async with _session(settings, store, client_required=False) as (state, _client):
+                return state
+
         return asyncio.run(run())
-    try:
-        with store.lock("recover"):
-            return asyncio.run(run())
-    except LockError:
-        _echo("Another run is in progress: showing the state with the outcomes it has recorded so far.", err=True)
-        folded, _pending = fold_journal(store.load(), store.read_journal())
-        return folded
+    folded, pending = fold_journal(store.load(), store.read_journal())
+    note = "Showing the outcomes an unfinished (interrupted or running) apply recorded in its journal"
+    if pending:
+        note += f"; {len(pending)} create(s) of unknown outcome are settled by the next plan or apply"
+    _echo(note + ".", err=True)
+    return folded
 
 
 @cli.command("refresh")
@@ -666,11 +664,19 @@ def state_mv(ctx: click.Context, /, old: str, new: str, lock_timeout: float, **k
 def force_unlock(ctx: click.Context, /, env: str | None) -> int:
     """Remove a stale lock (only needed where the OS lock cannot work, e.g. a network file system)."""
     settings = load_settings(ctx.obj.get("directory"), environment=env)
-    info = _store(settings).force_unlock()
-    if info:
-        _echo(f"Removed the lock held by {info.get('command')} (pid {info.get('pid')} on {info.get('host')}) since {info.get('time')}.")
-    else:
-        _echo("There was no lock.")
+    store = _store(settings)
+    info = store.read_lock_info() or {}
+    holder = f"{info.get('command')} (pid {info.get('pid')} on {info.get('host')}) since {info.get('time')}"
+    if store.lock_is_held() and info.get("host") in (None, socket.gethostname()):
+        raise InvoiceSyncError(
+            f"the state lock is held by a live run on this machine: {holder}. Wait for it, or stop it; "
+            "the operating system releases its lock when it ends. Nothing was removed."
+        )
+    if not info.get("pid"):
+        _echo("There was no lock.")  # no file, or one a finished run released
+        return 0
+    store.force_unlock()
+    _echo(f"Removed the lock held by {holder}.")
     return 0
 
 

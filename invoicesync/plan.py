@@ -116,8 +116,8 @@ class InvoiceMoney:
 
     @property
     def voided(self) -> bool:
-        """Voided invoices bill nothing: they are listed but left out of totals."""
-        return self.status == "voided"
+        """Voided (or deleted) invoices bill nothing: they are listed but left out of totals."""
+        return self.status in ("voided", "deleted")
 
 
 @dataclass(frozen=True)
@@ -538,7 +538,8 @@ def _existing(
     lifecycle_changes = _lifecycle_changes(record, spec)
     drift: _Diff = {}
     remote_view: dict[str, Any] = {}
-    locked = None
+    # Not refreshed: what the state last saw of Campfire still says whether it may be changed.
+    locked = record.remote.locked_reason if record.remote is not None and not refreshed_here else None
     if live is not None:
         locked = _locked_reason(live)
         drift, remote_view = _drift(record.body, live, ignore=ignore)

@@ -560,6 +560,9 @@ def render_apply_result(
 
     console, out = _console(color, None)
     listed = [o for o in outcomes if not o.ok and not o.skipped] if only_failures else outcomes
+    if listed and only_failures:
+        console.print(Text(""))
+        console.print(Text("Failed:", style="bold red"))
     if listed:
         address_width = max(len(o.address) for o in listed)
         action_width = max(len(o.action.value) for o in listed)
@@ -676,7 +679,7 @@ def render_show(
     managed = managed_money(state)
     voided = sum(1 for _, _, m in rows if m.voided)
     count = _plural(len(rows), "invoice")
-    tail = f"; {voided} voided {'is' if voided == 1 else 'are'} not counted in the totals" if voided else ""
+    tail = f"; {voided} voided or deleted {'is' if voided == 1 else 'are'} not counted in the totals" if voided else ""
     console.print(Text(f"{count} in the state of {state.environment!r} (serial {state.serial}){tail}."))
     if managed:
         console.print(Text(""))

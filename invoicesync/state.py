@@ -15,6 +15,7 @@ import datetime as dt
 import errno
 import fcntl
 import os
+import re
 import shutil
 import socket
 import threading
@@ -213,7 +214,7 @@ class StateStore:
                 data = loads_json(raw)
             except simplejson.JSONDecodeError as exc:
                 raise StateError(
-                    f"{shown} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+                    f"{shown} is not valid JSON (line {exc.lineno}, column {exc.colno}: {_json_problem(exc)})"
                     f"{self._restore_hint()}"
                 ) from exc
             except ValueError as exc:  # UnicodeDecodeError and friends
@@ -436,6 +437,22 @@ class StateStore:
         except ValueError:
             return {"raw": text[:500]}
         return info if isinstance(info, dict) else {"raw": text[:500]}
+
+    def lock_is_held(self) -> bool:
+        """Whether some process holds the OS lock on the lock file right now (False when there is none)."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StateError(f"cannot read {_display(self.lock_path)}: {_os_problem(exc)}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops a lock taken just now
+        return False
 
     def force_unlock(self) -> dict[str, Any] | None:
         """Delete the lock file and return what it said about its holder (None when nothing).
@@ -780,3 +797,9 @@ def fold_journal(
 
     folded = state.model_copy(update={"invoices": invoices})
     return folded, [dict(intent) for _, intent in pending]
+
+
+def _json_problem(exc: simplejson.JSONDecodeError) -> str:
+    """The parser's complaint without its location (simplejson's ``msg`` may hold an unfilled ``%r``)."""
+    text = re.sub(r":? line \d+ column \d+.*$", "", str(exc)).strip()
+    return re.sub(r"\s+at$", "", text)

@@ -329,7 +329,7 @@ def test_show_lists_invoices_and_money_per_currency() -> None:
         "never-read     145002   unknown   USD           55.00    0.00      55.00\n"
         "void-2025-01   145001   voided    USD           55.00    0.00      55.00\n"
         "\n"
-        "5 invoices in the state of 'sandbox' (serial 4); 1 voided is not counted in the totals.\n"
+        "5 invoices in the state of 'sandbox' (serial 4); 1 voided or deleted is not counted in the totals.\n"
         "\n"
         "Currency   Invoiced    Paid        Due\n"
         "EUR        1,005.00    0.00   1,005.00\n"

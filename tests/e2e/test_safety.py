@@ -152,3 +152,39 @@ def test_a_create_refused_after_a_lost_reply_stays_unresolved() -> None:
     with pytest.raises(ApiError) as caught:
         asyncio.run(create())
     assert caught.value.status == 409 and caught.value.uncertain
+
+
+def test_force_unlock_refuses_to_break_a_live_runs_lock(workspace: Workspace) -> None:
+    import subprocess
+    import sys
+
+    (workspace.root / "state").mkdir(exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import time\nfrom pathlib import Path\nfrom invoicesync.state import StateStore\n"
+            f"store = StateStore(Path({str(workspace.root / 'state')!r}), 'e2e')\n"
+            "with store.lock('apply'):\n    print('locked', flush=True)\n    time.sleep(30)\n"
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        result = workspace.run("force-unlock")
+        assert result.exit_code == 1 and f"pid {holder.pid}" in result.stderr
+        assert (workspace.root / "state" / "e2e.lock").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert workspace.run("force-unlock").exit_code == 0  # the holder is gone: a stale file may go
+
+
+def test_show_works_offline_beside_an_unfinished_journal(workspace: Workspace, sandbox_server: SandboxServer) -> None:
+    workspace.write("specs/a.yaml", ONE.replace("{extra}", ""))
+    assert workspace.run("apply", "--auto-approve").exit_code == 0
+    journal = workspace.root / "state" / "e2e.journal"
+    journal.write_text('{"op": "removed", "address": "inv-a", "id": 1, "time": "2025-07-25T18:54:43+00:00"}\n')
+    workspace.env["CAMPFIRE_BASE_URL"] = "http://127.0.0.1:9"  # a dead server: show must not need it
+    shown = workspace.run("show")
+    assert shown.exit_code == 0, shown.output
+    assert "unfinished" in shown.stderr
+    assert journal.exists()  # reading never settles a journal

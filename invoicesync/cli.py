@@ -94,8 +94,11 @@ async def _client(settings: Settings, *, required: bool) -> AsyncIterator[Campfi
         from invoicesync.sandbox import DEFAULT_TOKEN, Sandbox
 
         sandbox = Sandbox(data_file=settings.state_dir / f"{env.name}.sandbox.json")
-        async with CampfireClient(SANDBOX_BASE_URL, DEFAULT_TOKEN, transport=sandbox.transport()) as client:
-            yield client
+        try:
+            async with CampfireClient(SANDBOX_BASE_URL, DEFAULT_TOKEN, transport=sandbox.transport()) as client:
+                yield client
+        finally:
+            sandbox.close()
     elif settings.api_key:
         async with CampfireClient(
             env.base_url, settings.api_key, api_key_name=env.api_key_env, backoff_base=_retry_base(),

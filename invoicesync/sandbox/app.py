@@ -33,7 +33,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -117,6 +117,10 @@ class Sandbox:
             records = sorted(self.store.records(), key=lambda rec: int(rec["id"]))
             return [copy.deepcopy(self.store.render(rec)) for rec in records]
 
+    def close(self) -> None:
+        """Fold the data file's change log into its snapshot (a tidy file for the next start)."""
+        self.store.compact()
+
     def transport(self) -> httpx.AsyncBaseTransport:
         """An httpx transport running this sandbox in process; a dropped response raises ``RemoteProtocolError``."""
         from invoicesync.sandbox.transport import SandboxTransport
@@ -183,7 +187,11 @@ class Sandbox:
         problem = self._authenticate(request)
         if problem is not None:
             return _json_response(401, {"detail": problem}, {"WWW-Authenticate": "Token"})
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:
+            # The client gave up before sending its whole request: nothing to answer, nothing to log.
+            return Response(status_code=499)
         data: Any = {}
         parse_error: str | None = None
         if raw.strip():

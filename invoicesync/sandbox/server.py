@@ -101,6 +101,7 @@ def serve(
         pass  # uvicorn re-raises the SIGINT it handled, after its clean shutdown
     finally:
         sock.close()
+        sandbox.close()
 
 
 class BackgroundServer:

@@ -481,6 +481,12 @@ class InvoiceStore:
             self._dirty.clear()
             self._dirty_keys.clear()
 
+    def compact(self) -> None:
+        """Fold the change log into the snapshot now, if there is a data file and any change."""
+        with self.lock:
+            if self.data_file is not None and self.changes_file is not None and self._changes_bytes:
+                self._compact()
+
     def _compact(self) -> None:
         """Write the whole store as the snapshot (atomically) and drop the changes file."""
         assert self.data_file is not None and self.changes_file is not None

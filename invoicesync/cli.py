@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -318,10 +319,26 @@ def plan_cmd(ctx: click.Context, /, refresh_: bool, parallelism: int, targets: t
         # Like git -C, paths are relative to the workspace.
         _write_atomically(settings.root / out, dumps_json(plan_to_dict(plan), pretty=True))
         if fmt == "text":
-            _echo(f"\nSaved the plan to {out}. Apply exactly this plan with: invoicesync apply {out}")
+            _echo(f"\nSaved the plan to {out}. Apply exactly this plan with: {_apply_command(ctx, opts, out)}")
     if detailed_exitcode and has_changes(plan):
         return 2
     return 0
+
+
+def _apply_command(ctx: click.Context, opts: Options, planfile: Path) -> str:
+    """The command that applies a saved plan: the same workspace, environment and variables."""
+    words = ["invoicesync"]
+    if opts.directory is not None:
+        words += ["-C", str(opts.directory)]
+    words.append("apply")
+    if opts.env:
+        words += ["-e", opts.env]
+    for var in opts.var:
+        words += ["--var", var]
+    for var_file in opts.var_file:
+        words += ["--var-file", str(var_file)]
+    words.append(str(planfile))
+    return shlex.join(words)
 
 
 def _confirm(auto_approve: bool) -> None:

@@ -111,7 +111,7 @@ async def execute_plan(
         today=(today or dt.date.today()).isoformat(),
         on_outcome=on_outcome,
         stop=stop or asyncio.Event(),
-        managed_ids=frozenset(record.id for record in state.invoices.values()),
+        managed_ids=frozenset(record.id for record in state.invoices.values()) | frozenset(state.retired),
     )
     semaphore = asyncio.Semaphore(max(1, parallelism))
     # Blocked changes (the invoice is paid or voided in Campfire) are shown by the plan and not attempted.
@@ -377,8 +377,8 @@ async def _look_up_intents(
 
 
 def _managed_elsewhere(state: State, address: str) -> frozenset[int]:
-    """Ids the state manages under other addresses: a look-up for ``address`` must never take one."""
-    return frozenset(record.id for other, record in state.invoices.items() if other != address)
+    """Ids the state manages under other addresses, or let go: a look-up for ``address`` must never take one."""
+    return frozenset(record.id for other, record in state.invoices.items() if other != address) | frozenset(state.retired)
 
 
 def _stamp(value: Any) -> float:
@@ -487,4 +487,5 @@ def adopt(state: State, desired: DesiredInvoice, invoice: Mapping[str, Any]) -> 
     )
     invoices = dict(state.invoices)
     invoices[desired.address] = record
-    return state.model_copy(update={"invoices": invoices})
+    retired = [i for i in state.retired if i != invoice_id]
+    return state.model_copy(update={"invoices": invoices, "retired": retired})

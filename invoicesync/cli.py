@@ -649,7 +649,8 @@ def state_rm(ctx: click.Context, /, addresses: tuple[str, ...], lock_timeout: fl
         if missing:
             raise InvoiceSyncError("the state has no " + ", ".join(f'"{a}"' for a in missing) + "; nothing was changed.")
         invoices = {a: r for a, r in state.invoices.items() if a not in addresses}
-        store.save(state.model_copy(update={"invoices": invoices}))
+        retired = state.retired + [r.id for a, r in state.invoices.items() if a in addresses and r.id not in state.retired]
+        store.save(state.model_copy(update={"invoices": invoices, "retired": retired}))
     for address in addresses:
         _echo(f'Removed "{address}" from the state (its invoice is untouched in Campfire).')
     return 0

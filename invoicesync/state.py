@@ -70,6 +70,9 @@ class State(BaseModel):
     # first run that talks to it, so the state is never applied against another Campfire by mistake.
     endpoint: str | None = None
     invoices: dict[str, InvoiceRecord] = Field(default_factory=dict)
+    # Ids once managed and let go (voided, deleted, forgotten, `state rm`): a look-up for a lost
+    # create must never take one of them for the new invoice, though they may share its source_id.
+    retired: list[int] = Field(default_factory=list)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -735,6 +738,7 @@ def fold_journal(
       the caller to reconcile with Campfire.
     """
     invoices = dict(state.invoices)
+    retired = list(state.retired)
     pending: list[tuple[int, Mapping[str, Any]]] = []
 
     def resolve(address: str, digest: Any) -> None:
@@ -789,13 +793,15 @@ def fold_journal(
             current = invoices.get(address)
             if current is not None and (record.get("id") is None or current.id == record["id"]):
                 del invoices[address]
+                if current.id not in retired:
+                    retired.append(current.id)
         elif op == "abandoned":
             _require(index, record, "address")
             resolve(record["address"], record.get("digest"))
         else:
             raise _record_problem(index, record, f"unknown op {op!r} (written by a newer invoicesync?)")
 
-    folded = state.model_copy(update={"invoices": invoices})
+    folded = state.model_copy(update={"invoices": invoices, "retired": retired})
     return folded, [dict(intent) for _, intent in pending]
 
 

@@ -188,3 +188,22 @@ def test_show_works_offline_beside_an_unfinished_journal(workspace: Workspace, s
     assert shown.exit_code == 0, shown.output
     assert "unfinished" in shown.stderr
     assert journal.exists()  # reading never settles a journal
+
+
+def test_a_forgotten_invoice_is_never_taken_for_its_re_added_spec(workspace: Workspace, sandbox_server: SandboxServer) -> None:
+    workspace.write("specs/a.yaml", ONE.replace("{extra}", "    lifecycle: {on_remove: forget}\n"))
+    assert workspace.run("apply", "--auto-approve").exit_code == 0
+    forgotten = workspace.state()["invoices"]["inv-a"]["id"]
+    workspace.write("specs/a.yaml", "invoices: {}\n")
+    assert workspace.run("apply", "--auto-approve").exit_code == 0
+    workspace.write("specs/a.yaml", ONE.replace("{extra}", ""))
+    # Seeded so that the create fails with a 5xx before committing and the look-up that follows
+    # succeeds: the forgotten invoice has the same source_id and is open, and must not be taken.
+    sandbox_server.set_faults(fail_rate=0.5, seed=1)
+    workspace.env["INVOICESYNC_RETRY_BASE"] = "0.001"
+    applied = workspace.run("apply", "--auto-approve")
+    assert applied.exit_code == 0, applied.output
+    assert sandbox_server.sandbox.stats().get("failed", 0) >= 1
+    recorded = workspace.state()["invoices"]["inv-a"]["id"]
+    assert recorded != forgotten
+    assert {i["id"] for i in sandbox_server.invoices()} == {forgotten, recorded}

@@ -163,6 +163,10 @@ async def _carry_out(run: _Run, change: Change, state: State) -> None:
             await _update(run, change)
         elif change.action is Action.REPLACE:
             how = str(change.lifecycle.get("on_remove") or "void")
+            if how != "forget":
+                # If the run dies between the void and its record, recovery asks Campfire which it was.
+                await run.journal.append({"op": "replacing", "address": change.address, "id": change.invoice_id,
+                                          "how": how, "time": _now()})
             if await _remove(run, change, how, report=False):
                 await _create(run, change, change.invoice_id)
         elif change.action is Action.VOID:
@@ -313,17 +317,19 @@ async def recover(
         if store.has_journal():
             store.remove_journal()
         return state, 0
-    folded, pending = fold_journal(state, records)
-    if not pending:
+    folded, unresolved = fold_journal(state, records)
+    if not unresolved:
         saved = store.save(folded)
         store.remove_journal()
         return saved, 0
     if client is None:
         raise StateError(
-            f"{store.journal_path.name} holds {len(pending)} create(s) of an interrupted run whose outcome is "
+            f"{store.journal_path.name} holds {len(unresolved)} change(s) of an interrupted run whose outcome is "
             "unknown; they must be looked up in Campfire before anything else changes. Set the API key "
             "(the environment's api_key_env, CAMPFIRE_API_KEY by default) and run again."
         )
+    folded = await _settle_replacements(client, folded, [r for r in unresolved if r.get("op") == "replacing"])
+    pending = [r for r in unresolved if r.get("op") == "intent"]
     found = await _look_up_intents(client, folded, pending)
     missing = [i for i in pending if i["address"] not in found]
     if missing:
@@ -356,6 +362,27 @@ async def recover(
     saved = store.save(folded)
     store.remove_journal()
     return saved, len(found)
+
+
+async def _settle_replacements(client: CampfireClient, state: State, replacing: Sequence[Mapping[str, Any]]) -> State:
+    """Replaces interrupted around their void or delete: drop the old invoice's record if it is gone.
+
+    Voided or deleted in Campfire, the address is left without a live invoice and the next plan
+    creates it anew; still live, the record stays and the replace can simply be asked for again.
+    """
+    invoices = dict(state.invoices)
+    retired = list(state.retired)
+    for record in replacing:
+        address, invoice_id = record["address"], int(record["id"])
+        current = invoices.get(address)
+        if current is None or current.id != invoice_id:
+            continue
+        invoice = await client.get_invoice(invoice_id)
+        if invoice is None or RemoteSnapshot.from_response(invoice).locked_reason == "voided":
+            del invoices[address]
+            if invoice_id not in retired:
+                retired.append(invoice_id)
+    return state.model_copy(update={"invoices": invoices, "retired": retired})
 
 
 async def _look_up_intents(

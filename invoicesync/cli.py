@@ -526,7 +526,7 @@ def _recovered_state(settings: Settings, store: StateStore, *, locked: bool = Fa
     folded, pending = fold_journal(store.load(), store.read_journal())
     note = "Showing the outcomes an unfinished (interrupted or running) apply recorded in its journal"
     if pending:
-        note += f"; {len(pending)} create(s) of unknown outcome are settled by the next plan or apply"
+        note += f"; {len(pending)} change(s) of unknown outcome are settled by the next plan or apply"
     _echo(note + ".", err=True)
     return folded
 

@@ -77,7 +77,7 @@ class State(BaseModel):
 
 # --- helpers ---------------------------------------------------------------------------------------
 
-_JOURNAL_OPS = frozenset({"intent", "created", "updated", "removed", "abandoned"})
+_JOURNAL_OPS = frozenset({"intent", "created", "updated", "removed", "abandoned", "replacing"})
 _LOCK_POLL_SECONDS = 0.1
 
 
@@ -736,6 +736,9 @@ def fold_journal(
       (any digest when the outcome has none); every earlier matching intent is resolved by it, since a
       retried create carries the same idempotency key. The rest are returned, in journal order, for
       the caller to reconcile with Campfire.
+    - ``replacing``: a replace is about to void or delete ``id``; resolved by the ``removed`` of that
+      id. Unresolved, it is returned too: the run died around the void, and only Campfire knows
+      whether the old invoice is still live.
     """
     invoices = dict(state.invoices)
     retired = list(state.retired)
@@ -745,7 +748,11 @@ def fold_journal(
         pending[:] = [
             (i, intent)
             for i, intent in pending
-            if not (intent.get("address") == address and (digest is None or intent.get("digest") == digest))
+            if not (
+                intent.get("op") == "intent"
+                and intent.get("address") == address
+                and (digest is None or intent.get("digest") == digest)
+            )
         ]
 
     for index, record in enumerate(records):
@@ -795,9 +802,16 @@ def fold_journal(
                 del invoices[address]
                 if current.id not in retired:
                     retired.append(current.id)
+            pending[:] = [
+                (i, r) for i, r in pending
+                if not (r.get("op") == "replacing" and r.get("address") == address and r.get("id") == record.get("id"))
+            ]
         elif op == "abandoned":
             _require(index, record, "address")
             resolve(record["address"], record.get("digest"))
+        elif op == "replacing":
+            _require(index, record, "address", "id")
+            pending.append((index, record))
         else:
             raise _record_problem(index, record, f"unknown op {op!r} (written by a newer invoicesync?)")
 

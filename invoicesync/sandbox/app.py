@@ -68,8 +68,9 @@ def _json_response(status: int, payload: Any, headers: Mapping[str, str] | None 
 class Sandbox:
     """A stateful, Campfire-compatible invoice API with fault injection, as an ASGI app.
 
-    ``data_file`` keeps the invoices in a JSON file (rewritten atomically after every change and read
-    on start); ``fixtures_file`` replaces the built-in fixtures; ``tokens`` are the accepted API keys;
+    ``data_file`` keeps the invoices in a JSON file: an atomically written snapshot plus a change log
+    beside it (``<file>.changes``, one fsynced line per change), read on start and folded into the
+    snapshot by ``close()``; ``fixtures_file`` replaces the built-in fixtures; ``tokens`` are the accepted API keys;
     ``honour_idempotency=False`` makes the sandbox ignore ``Idempotency-Key`` as Campfire may.
     """
 

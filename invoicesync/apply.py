@@ -163,11 +163,7 @@ async def _carry_out(run: _Run, change: Change, state: State) -> None:
             await _update(run, change)
         elif change.action is Action.REPLACE:
             how = str(change.lifecycle.get("on_remove") or "void")
-            if how != "forget":
-                # If the run dies between the void and its record, recovery asks Campfire which it was.
-                await run.journal.append({"op": "replacing", "address": change.address, "id": change.invoice_id,
-                                          "how": how, "time": _now()})
-            if await _remove(run, change, how, report=False):
+            if await _remove(run, change, how, report=False, replacing=True):
                 await _create(run, change, change.invoice_id)
         elif change.action is Action.VOID:
             await _remove(run, change, "void")
@@ -176,7 +172,10 @@ async def _carry_out(run: _Run, change: Change, state: State) -> None:
         elif change.action is Action.FORGET:
             await _remove(run, change, "forget")
     except ApiConnectionError as exc:
-        note = " The create will be reconciled by the next run." if change.action in (Action.CREATE, Action.REPLACE) else ""
+        note = {
+            Action.CREATE: " The next run looks the invoice up before creating it again.",
+            Action.REPLACE: " The next run finds out how far the replace got.",
+        }.get(change.action, "")
         message = str(exc).rstrip(".") + "." + note
         run.report(Outcome(change.address, change.action, ok=False, invoice_id=change.invoice_id, message=message))
     except ApiError as exc:
@@ -207,13 +206,15 @@ async def _create(run: _Run, change: Change, replaces: int | None) -> None:
             body, idempotency_key=key, lookup=lookup, exclude_ids=run.managed_ids
         )
     except ApiError as exc:
-        if not isinstance(exc, ApiConnectionError) and not exc.uncertain:
+        if isinstance(exc, ApiConnectionError):
+            raise
+        if not exc.uncertain:
             # Campfire refused it and no earlier send may have landed: nothing was created.
             await run.journal.append({"op": "abandoned", "address": change.address, "digest": change.digest, "time": _now(), "reason": str(exc)})
             raise
         # An earlier send may have created it: the intent stays open for the next run's look-up.
-        raise ApiConnectionError(f"{exc} The outcome is unknown", status=exc.status, method=exc.method,
-                                 path=exc.path, body=exc.body) from exc
+        raise ApiConnectionError(f"{str(exc).rstrip('.')}; an earlier attempt may have created it", status=exc.status,
+                                 method=exc.method, path=exc.path, body=exc.body) from exc
     invoice = result.invoice
     run.record_later(
         {
@@ -266,7 +267,7 @@ async def _update(run: _Run, change: Change) -> None:
     run.report(Outcome(change.address, change.action, ok=True, invoice_id=change.invoice_id))
 
 
-async def _remove(run: _Run, change: Change, how: str, *, report: bool = True) -> bool:
+async def _remove(run: _Run, change: Change, how: str, *, report: bool = True, replacing: bool = False) -> bool:
     """Void, delete or forget ``change.invoice_id``; False (and an outcome saying why) when it must not be.
 
     Campfire is read first: a void or delete is refused for an invoice paid or partly paid since the
@@ -278,13 +279,26 @@ async def _remove(run: _Run, change: Change, how: str, *, report: bool = True) -
         current = await run.client.get_invoice(invoice_id)
         locked = RemoteSnapshot.from_response(current).locked_reason if current is not None else None
         if locked in ("paid", "partly paid"):
+            done = {"void": "voided", "delete": "deleted"}[how]
             run.report(Outcome(change.address, change.action, ok=False, skipped=True, invoice_id=invoice_id,
-                               message=f"invoice {invoice_id} is {locked} in Campfire; it is not {how}ed"))
+                               message=f"invoice {invoice_id} is {locked} in Campfire; it is not {done}"))
             return False
-        if current is not None and how == "delete":
-            await run.client.delete_invoice(invoice_id)
-        elif current is not None and locked != "voided":
-            await run.client.void_invoice(invoice_id, run.today)
+        if current is not None and (how == "delete" or locked != "voided"):
+            if replacing:
+                # If the run dies between the void and its record, recovery asks Campfire which it was.
+                await run.journal.append({"op": "replacing", "address": change.address, "id": invoice_id,
+                                          "how": how, "time": _now()})
+            try:
+                if how == "delete":
+                    await run.client.delete_invoice(invoice_id)
+                else:
+                    await run.client.void_invoice(invoice_id, run.today)
+            except ApiError as exc:
+                if replacing and not isinstance(exc, ApiConnectionError) and not exc.uncertain:
+                    # Campfire refused it: the old invoice is as it was, nothing is left to settle.
+                    await run.journal.append({"op": "abandoned", "address": change.address, "id": invoice_id,
+                                              "time": _now(), "reason": str(exc)})
+                raise
     await run.journal.append({"op": "removed", "address": change.address, "id": invoice_id, "time": _now()})
     if report:
         run.report(Outcome(change.address, change.action, ok=True, invoice_id=invoice_id))
@@ -299,7 +313,12 @@ MAX_SETTLE_WAIT = 15.0
 
 
 async def recover(
-    store: StateStore, state: State, client: CampfireClient | None, *, settle_seconds: float = 60.0
+    store: StateStore,
+    state: State,
+    client: CampfireClient | None,
+    *,
+    settle_seconds: float = 60.0,
+    on_wait: Callable[[float, int], None] | None = None,
 ) -> tuple[State, int]:
     """Fold a journal left by an interrupted run into the state and reconcile its unresolved creates.
 
@@ -338,11 +357,13 @@ async def recover(
         if wait > MAX_SETTLE_WAIT:
             until = dt.datetime.fromtimestamp(last_sign + settle_seconds, dt.timezone.utc).strftime("%H:%M:%S UTC")
             raise StateError(
-                f"{len(missing)} create(s) of an interrupted run may still be in flight at Campfire (their look-up "
+                f"{len(missing)} create(s) of an earlier run may still be in flight at Campfire (their look-up "
                 f"found nothing yet, and a request may take up to {settle_seconds:g} s): run again after {until}. "
                 f"The journal {store.journal_path.name} is kept."
             )
         if wait > 0:
+            if on_wait is not None:
+                on_wait(wait, len(missing))
             await asyncio.sleep(wait)
             found.update(await _look_up_intents(client, folded, missing))
     now = _now()

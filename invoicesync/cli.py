@@ -11,7 +11,6 @@ import contextlib
 import os
 import shlex
 import signal
-import socket
 import sys
 import traceback
 import urllib.parse
@@ -217,7 +216,9 @@ def _endpoint(settings: Settings) -> str:
     if env.endpoint == "sandbox":
         return "sandbox"
     url = urllib.parse.urlsplit(env.base_url)
-    return f"{url.scheme}://{url.netloc}"
+    # Host and port only: never credentials (the state is committed), never a default port's spelling.
+    port = url.port if url.port not in (None, {"http": 80, "https": 443}.get(url.scheme)) else None
+    return f"{url.scheme}://{(url.hostname or '').lower()}" + (f":{port}" if port else "")
 
 
 def _bind(state: State, settings: Settings) -> State:
@@ -246,7 +247,11 @@ async def _session(
         if store.has_journal():
             # The in-process sandbox died with the run that left the journal: nothing is in flight.
             settle = 0.0 if settings.environment.endpoint == "sandbox" else settings.environment.timeout
-            state, found = await recover(store, state, client, settle_seconds=settle)
+            state, found = await recover(
+                store, state, client, settle_seconds=settle,
+                on_wait=lambda seconds, n: _echo(
+                    f"Waiting {seconds:.0f} s for {n} create(s) of an earlier run that may still be in flight...", err=True),
+            )
             _echo(f"Recovered the journal of an interrupted run ({found} create(s) of unknown outcome found in Campfire).", err=True)
         yield state, client
 
@@ -317,9 +322,10 @@ def plan_cmd(ctx: click.Context, /, refresh_: bool, parallelism: int, targets: t
     _echo(render_plan(plan, fmt, color=opts.color and fmt == "text"))  # type: ignore[arg-type]
     if out is not None:
         # Like git -C, paths are relative to the workspace.
-        _write_atomically(settings.root / out, dumps_json(plan_to_dict(plan), pretty=True))
+        written = settings.root / out
+        _write_atomically(written, dumps_json(plan_to_dict(plan), pretty=True))
         if fmt == "text":
-            _echo(f"\nSaved the plan to {out}. Apply exactly this plan with: {_apply_command(ctx, opts, out)}")
+            _echo(f"\nSaved the plan to {written}. Apply exactly this plan with: {_apply_command(ctx, opts, out)}")
     if detailed_exitcode and has_changes(plan):
         return 2
     return 0
@@ -688,10 +694,10 @@ def force_unlock(ctx: click.Context, /, env: str | None) -> int:
     store = _store(settings)
     info = store.read_lock_info() or {}
     holder = f"{info.get('command')} (pid {info.get('pid')} on {info.get('host')}) since {info.get('time')}"
-    if store.lock_is_held() and info.get("host") in (None, socket.gethostname()):
+    if store.lock_is_held():
         raise InvoiceSyncError(
-            f"the state lock is held by a live run on this machine: {holder}. Wait for it, or stop it; "
-            "the operating system releases its lock when it ends. Nothing was removed."
+            f"the state lock is held by a live run: {holder}. Wait for it, or stop it; the operating "
+            "system releases its lock when it ends. Nothing was removed."
         )
     if not info.get("pid"):
         _echo("There was no lock.")  # no file, or one a finished run released

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from invoicesync.errors import PlanError, field_path
 from invoicesync.models import (
+    MONEY_CONTEXT,
     DesiredInvoice,
     RemoteSnapshot,
     body_digest,
@@ -101,7 +102,7 @@ class CurrencyTotals:
     @property
     def net(self) -> Decimal:
         """Net change in billed money: created + updated - removed."""
-        return self.create + self.update - self.remove
+        return MONEY_CONTEXT.subtract(MONEY_CONTEXT.add(self.create, self.update), self.remove)
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def invoice_money(record: InvoiceRecord, live: Mapping[str, Any] | None = None) 
     currency = snap.currency or str(record.body.get("currency") or "USD")
     invoiced = Decimal(snap.total_amount) if snap.total_amount is not None else invoice_total(record.body)
     paid = Decimal(snap.amount_paid) if snap.amount_paid is not None else Decimal(0)
-    due = Decimal(snap.amount_due) if snap.amount_due is not None else invoiced - paid
+    due = Decimal(snap.amount_due) if snap.amount_due is not None else MONEY_CONTEXT.subtract(invoiced, paid)
     if snap.locked_reason == "voided":
         status = "voided"
     else:
@@ -171,7 +172,8 @@ def managed_money(
         if money.voided:
             continue
         n, i, p, d = sums.get(money.currency, (0, Decimal(0), Decimal(0), Decimal(0)))
-        sums[money.currency] = (n + 1, i + money.invoiced, p + money.paid, d + money.due)
+        add = MONEY_CONTEXT.add
+        sums[money.currency] = (n + 1, add(i, money.invoiced), add(p, money.paid), add(d, money.due))
     return tuple(ManagedMoney(c, n, i, p, d) for c, (n, i, p, d) in sorted(sums.items()))
 
 
@@ -332,7 +334,7 @@ def plan_totals(plan: Plan) -> tuple[CurrencyTotals, ...]:
 
     def add(bucket: dict[str, Decimal], currency: str, amount: Decimal) -> None:
         seen.add(currency)
-        bucket[currency] = bucket.get(currency, Decimal(0)) + amount
+        bucket[currency] = MONEY_CONTEXT.add(bucket.get(currency, Decimal(0)), amount)
 
     for change in plan.changes:
         if change.action is Action.NOOP or change.blocked:

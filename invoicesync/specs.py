@@ -25,7 +25,7 @@ import os
 import re
 import signal
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -177,6 +177,9 @@ def spec_template_env() -> ImmutableSandboxedEnvironment:
         finalize=_finalize,
     )
     env.globals.pop("lipsum", None)
+    for name in ("center", "indent", "format", "truncate", "wordwrap", "batch", "slice"):
+        if name in env.filters:
+            env.filters[name] = _sized_filter(name, env.filters[name])
     env.filters.update(
         add_days=_add_days,
         add_months=_add_months,
@@ -196,12 +199,45 @@ class _IncludeRefused(jinja2.TemplateError):
     """A template tried to read another template (include, import, extends)."""
 
 
+def _refuse_sizes(what: str, args: Iterable[Any]) -> None:
+    """Refuse a call given a size no spec needs: `'a'.ljust(10**9)` allocates before any output bound."""
+    for arg in args:
+        if isinstance(arg, int) and not isinstance(arg, bool) and abs(arg) > MAX_SPEC_BYTES:
+            raise SecurityError(f"{what}: the number {arg} is larger than a spec may use")
+
+
+def _sized_filter(name: str, filter_: Any) -> Any:
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        _refuse_sizes(f"filter {name}", [*args[1:], *kwargs.values()])
+        return filter_(*args, **kwargs)
+
+    checked.__wrapped__ = filter_  # type: ignore[attr-defined]
+    for attr in ("jinja_pass_arg",):  # keep Jinja's calling convention marker
+        if hasattr(filter_, attr):
+            setattr(checked, attr, getattr(filter_, attr))
+    return checked
+
+
 class _SpecEnvironment(ImmutableSandboxedEnvironment):
-    # `'a' * 10**9` or `9 ** 9 ** 9` would exhaust memory or CPU before any output bound applies.
-    intercepted_binops = frozenset(["*", "**"])
+    # `'a' * 10**9`, `9 ** 9 ** 9` or `'%*s' % (10**9, '')` would exhaust memory or CPU before any
+    # output bound applies.
+    intercepted_binops = frozenset(["*", "**", "%"])
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's signature)
+        name = getattr(__obj, "__name__", "a function")
+        _refuse_sizes(f"calling {name}", [*args, *kwargs.values()])
+        # Jinja wraps str.format at attribute access; the string formatted is the wrapped method's self.
+        template = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
+        if name in ("format", "format_map") and isinstance(template, str):
+            # Widths live inside the format string: '{:>1000000000}'.format(1)
+            specs = re.findall(r"\{[^{}]*:([^{}]*)\}", template)
+            _refuse_sizes("formatting", [int(n) for spec in specs for n in re.findall(r"\d+", spec)])
+        return super().call(__context, __obj, *args, **kwargs)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
+        if operator == "%":
+            _refuse_sizes("formatting", right if isinstance(right, (tuple, list)) else [right])
+        elif operator == "*":
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, (str, bytes, list, tuple)) and isinstance(times, int):
                     if len(seq) * times > MAX_SPEC_BYTES:

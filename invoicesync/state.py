@@ -808,7 +808,13 @@ def fold_journal(
             ]
         elif op == "abandoned":
             _require(index, record, "address")
-            resolve(record["address"], record.get("digest"))
+            if "id" in record:  # a replace whose void or delete Campfire refused
+                pending[:] = [
+                    (i, r) for i, r in pending
+                    if not (r.get("op") == "replacing" and r.get("address") == record["address"] and r.get("id") == record["id"])
+                ]
+            else:
+                resolve(record["address"], record.get("digest"))
         elif op == "replacing":
             _require(index, record, "address", "id")
             pending.append((index, record))

@@ -39,3 +39,18 @@ def test_repeating_a_string_into_gigabytes_is_refused(tmp_path: Path) -> None:
 def test_a_huge_power_is_refused(tmp_path: Path) -> None:
     root = _workspace(tmp_path, "{% set x = 10 ** 100000000 %}\ninvoices: {}\n")
     assert "exponent 100000000 is too large" in _errors(root)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["'a'.ljust(10**9)", "'%*s' % (10**9, 'a')", "'a'|center(10**9)", "'a'|indent(10**9)", "'{:>1000000000}'.format"],
+)
+def test_sizes_no_spec_needs_are_refused_before_allocating(tmp_path: Path, expression: str) -> None:
+    template = f"{{% set x = {expression}{'(1)' if expression.endswith('.format') else ''} %}}\ninvoices: {{}}\n"
+    message = _errors(_workspace(tmp_path, template))
+    assert "specs/bomb.yaml.j2:1: refused by the template sandbox" in message or "larger than" in message
+
+
+def test_ordinary_padding_and_formatting_still_work(tmp_path: Path) -> None:
+    root = _workspace(tmp_path, "{% set x = 'ab'|center(6) ~ '%3s'|format('c') ~ 'd'.ljust(3) %}invoices: {}\n")
+    assert specs.load_specs(load_settings(root)).invoices == ()

@@ -207,3 +207,26 @@ def test_a_forgotten_invoice_is_never_taken_for_its_re_added_spec(workspace: Wor
     recorded = workspace.state()["invoices"]["inv-a"]["id"]
     assert recorded != forgotten
     assert {i["id"] for i in sandbox_server.invoices()} == {forgotten, recorded}
+
+
+def test_a_refused_replace_of_a_paid_invoice_leaves_nothing_to_settle(workspace: Workspace, sandbox_server: SandboxServer) -> None:
+    workspace.write("specs/a.yaml", ONE.replace("{extra}", ""))
+    assert workspace.run("apply", "--auto-approve").exit_code == 0
+    paid_id = workspace.state()["invoices"]["inv-a"]["id"]
+    sandbox_server.request("POST", f"/coa/api/v1/invoice/{paid_id}/pay/", {"empty_transactions": [
+        {"account_id": 2553, "account_name": "1100 - Accounts Receivable", "amount": 10, "payment_date": "2025-07-10"}]})
+    result = workspace.run("apply", "--auto-approve", "--refresh=false", "--replace", "inv-a")
+    assert result.exit_code == 1
+    assert "partly paid" in result.output and "not voided" in result.output
+    assert not (workspace.root / "state" / "e2e.journal").exists()
+    assert workspace.state()["invoices"]["inv-a"]["id"] == paid_id
+    assert len(sandbox_server.invoices()) == 1
+
+
+def test_the_state_never_records_credentials_of_the_api_url(workspace: Workspace, sandbox_server: SandboxServer) -> None:
+    workspace.write("specs/a.yaml", ONE.replace("{extra}", ""))
+    host_port = sandbox_server.url.removeprefix("http://")
+    workspace.env["CAMPFIRE_BASE_URL"] = f"http://proxyuser:s3cret-pw@{host_port}"
+    workspace.run("apply", "--auto-approve")
+    text = (workspace.root / "state" / "e2e.json").read_text()
+    assert "s3cret-pw" not in text and f'"endpoint": "http://{host_port}"' in text

@@ -43,6 +43,7 @@ from invoicesync.config import Settings
 from invoicesync.errors import SourceLocation, SpecError, SpecErrors, UsageError, did_you_mean, field_path
 from invoicesync.models import (
     BODY_FIELDS,
+    DATE_FORMAT_MESSAGE,
     gc_paused,
     LINE_FIELDS,
     DesiredInvoice,
@@ -1123,6 +1124,11 @@ def _problem(err: Mapping[str, Any], loc: Sequence[Any]) -> str:
     message = str(err.get("msg", "invalid value"))
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    if message == DATE_FORMAT_MESSAGE and isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        try:
+            dt.date.fromisoformat(value)
+        except ValueError as exc:
+            return f"{value} is not a date ({exc})"
     if isinstance(value, (dict, list)) and kind in ("model_type", "dict_type"):
         return f"{message}, got {_short(value)}"
     return f"{message} (got {_short(value)})"

@@ -78,10 +78,28 @@ class SpecErrors(InvoiceSyncError):
 
     def __init__(self, errors: Sequence[SpecError]) -> None:
         self.errors = list(errors)
-        n = len(self.errors)
-        lines = [str(e) for e in self.errors]
+        lines = _merged_lines(self.errors)
+        n = len(lines)
         lines.append(f"{n} error{'s' if n != 1 else ''} in spec files.")
         super().__init__("\n".join(lines))
+
+
+def _merged_lines(errors: Sequence[SpecError]) -> list[str]:
+    """One line per problem: the same problem at the same place (a typo under ``defaults:``, merged
+    under every invoice of the file) is said once, naming every invoice it affects."""
+    groups: dict[tuple[str, str | None, str], list[SpecError]] = {}
+    for error in errors:
+        groups.setdefault((str(error.where), error.field, error.problem), []).append(error)
+    lines: list[str] = []
+    for (where, field, problem), group in groups.items():
+        addresses = [e.address for e in group if e.address is not None]
+        if len(group) == 1 or len(addresses) != len(group):
+            lines.extend(str(e) for e in group)
+            continue
+        names = ", ".join(f'"{a}"' for a in addresses[:5]) + (f" and {len(addresses) - 5} more" if len(addresses) > 5 else "")
+        parts = [where, f"invoices {names}"] + ([field] if field else []) + [problem]
+        lines.append(": ".join(parts))
+    return lines
 
 
 class StateError(InvoiceSyncError):

@@ -485,3 +485,17 @@ def test_example_workspaces_load(example: str, environments: list[str | None]) -
     for name in environments:
         settings = load_settings(REPO / "examples" / example, environment=name, environ={})
         assert load_specs(settings).invoices
+
+
+def test_a_typo_under_defaults_is_reported_once_naming_every_invoice(tmp_path: Path) -> None:
+    spec = (
+        "defaults:\n  entity: 54\n  curency: USD\n  terms: net_30\ninvoices:\n"
+        "  a: {invoice_date: 2025-02-01, lines: [{rate: 5}]}\n"
+        "  b: {invoice_date: 2025-02-01, lines: [{rate: 5}]}\n"
+    )
+    with pytest.raises(SpecErrors) as caught:
+        load(tmp_path, {"specs/a.yaml": spec})
+    assert str(caught.value) == (
+        "specs/a.yaml:3: invoices \"a\", \"b\": curency: unknown field 'curency' (did you mean 'currency'?)\n"
+        "1 error in spec files."
+    )

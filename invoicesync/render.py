@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.text import Text
 
 from invoicesync.errors import UsageError
-from invoicesync.models import RemoteSnapshot, canonical_decimal, dumps_json, invoice_total
+from invoicesync.models import canonical_decimal, dumps_json
 from invoicesync.plan import (
     REASON_DRIFT,
     Action,

@@ -196,14 +196,22 @@ def validate(ctx: click.Context, /, **kw: Any) -> int:
     return 0
 
 
+PARALLELISM_OPTION = click.option(
+    "--parallelism", type=click.IntRange(1, 256), default=8, show_default=True, help="Concurrent requests."
+)
+LOCK_TIMEOUT_OPTION = click.option(
+    "--lock-timeout", type=click.FloatRange(0), default=0, metavar="SECONDS", help="Wait this long for the state lock."
+)
+
+
 def _plan_flags(func: F) -> F:
     decorators = [
         click.option("--refresh", "refresh_", type=click.BOOL, default=True, show_default=True, metavar="BOOL",
                      help="Read managed invoices back from Campfire first (--refresh=false to skip)."),
-        click.option("--parallelism", type=click.IntRange(1, 256), default=8, show_default=True, help="Concurrent requests."),
+        PARALLELISM_OPTION,
         click.option("--target", "targets", multiple=True, metavar="ADDRESS", help="Only these addresses (globs); repeatable."),
         click.option("--replace", "replace", multiple=True, metavar="ADDRESS", help="Void and create anew (globs); repeatable."),
-        click.option("--lock-timeout", type=click.FloatRange(0), default=0, metavar="SECONDS", help="Wait this long for the state lock."),
+        LOCK_TIMEOUT_OPTION,
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -539,8 +547,8 @@ def _recovered_state(settings: Settings, store: StateStore, *, locked: bool = Fa
 
 @cli.command("refresh")
 @common_options
-@click.option("--parallelism", type=click.IntRange(1, 256), default=8, show_default=True)
-@click.option("--lock-timeout", type=click.FloatRange(0), default=0, metavar="SECONDS")
+@PARALLELISM_OPTION
+@LOCK_TIMEOUT_OPTION
 @click.pass_context
 def refresh_cmd(ctx: click.Context, /, parallelism: int, lock_timeout: float, **kw: Any) -> int:
     """Read every managed invoice back and update the state's remote snapshots (changes nothing remote)."""
@@ -573,7 +581,7 @@ def refresh_cmd(ctx: click.Context, /, parallelism: int, lock_timeout: float, **
 @click.argument("invoice_id", required=False, type=int)
 @click.option("--invoice-number", metavar="N", help="Find the invoice by its number instead of its id.")
 @common_options
-@click.option("--lock-timeout", type=click.FloatRange(0), default=0, metavar="SECONDS")
+@LOCK_TIMEOUT_OPTION
 @click.pass_context
 def import_cmd(ctx: click.Context, /, address: str, invoice_id: int | None, invoice_number: str | None,
                lock_timeout: float, **kw: Any) -> int:
@@ -642,7 +650,7 @@ def state_show(ctx: click.Context, /, address: str, **kw: Any) -> int:
 @state_group.command("rm")
 @click.argument("addresses", nargs=-1, required=True)
 @common_options
-@click.option("--lock-timeout", type=click.FloatRange(0), default=0, metavar="SECONDS")
+@LOCK_TIMEOUT_OPTION
 @click.pass_context
 def state_rm(ctx: click.Context, /, addresses: tuple[str, ...], lock_timeout: float, **kw: Any) -> int:
     """Forget addresses without touching their invoices in Campfire."""
@@ -666,7 +674,7 @@ def state_rm(ctx: click.Context, /, addresses: tuple[str, ...], lock_timeout: fl
 @click.argument("old")
 @click.argument("new")
 @common_options
-@click.option("--lock-timeout", type=click.FloatRange(0), default=0, metavar="SECONDS")
+@LOCK_TIMEOUT_OPTION
 @click.pass_context
 def state_mv(ctx: click.Context, /, old: str, new: str, lock_timeout: float, **kw: Any) -> int:
     """Rename an address, keeping its invoice id."""

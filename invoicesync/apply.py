@@ -21,14 +21,14 @@ from invoicesync.client import CampfireClient, InvoiceLookup
 from invoicesync.errors import ApiConnectionError, ApiError, InvoiceSyncError, StateError
 from invoicesync.models import DesiredInvoice, RemoteSnapshot, body_digest, project_remote, with_source
 from invoicesync.plan import Action, ApplyResult, Change, Outcome, Plan
-from invoicesync.state import InvoiceRecord, Journal, LifecycleRecord, State, StateStore, fold_journal
+from invoicesync.state import InvoiceRecord, Journal, LifecycleRecord, State, StateStore, fold_journal, timestamp
 
 OutcomeCallback = Callable[[Outcome], None]
 
 
 def _now() -> str:
     # Microseconds kept: recovery measures how old an intent is.
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+    return timestamp("microseconds")
 
 
 def idempotency_key(lineage: str, serial: int, address: str, digest: str) -> str:

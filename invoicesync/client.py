@@ -43,7 +43,7 @@ import simplejson
 
 from invoicesync import __version__
 from invoicesync.errors import ApiConnectionError, ApiError, flatten_drf_errors
-from invoicesync.models import dumps_json, loads_json
+from invoicesync.models import dumps_json, is_voided, loads_json
 
 __all__ = [
     "INVOICES_PATH",
@@ -321,12 +321,6 @@ def _parse_body(response: httpx.Response) -> Any:
     return response.text
 
 
-def _is_voided(invoice: Mapping[str, Any]) -> bool:
-    status = str(invoice.get("status") or "").lower()
-    payment_status = str(invoice.get("payment_status") or "").lower()
-    return status == "voided" or payment_status == "voided"
-
-
 def _money(value: Any) -> Decimal:
     try:
         return Decimal(str(value)) if value is not None else Decimal(0)
@@ -486,7 +480,7 @@ class CampfireClient:
         filters["limit"] = LOOKUP_PAGE_SIZE
         best: dict[str, Any] | None = None
         for invoice in await self.list_invoices(**filters):
-            if invoice.get("is_deleted") or _is_voided(invoice):
+            if invoice.get("is_deleted") or is_voided(invoice):
                 continue
             if invoice.get("id") in lookup.exclude_ids or invoice.get("id") in exclude_ids:
                 continue
@@ -575,7 +569,7 @@ class CampfireClient:
 
         async def reconcile() -> dict[str, Any] | None:
             invoice = await self.get_invoice(invoice_id)
-            return invoice if invoice is not None and _is_voided(invoice) else None
+            return invoice if invoice is not None and is_voided(invoice) else None
 
         reply = await self._call(
             "POST", path, content=dumps_json(body).encode(), headers={"Content-Type": _JSON}, reconcile=reconcile

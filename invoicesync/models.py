@@ -371,10 +371,16 @@ class RemoteSnapshot(BaseModel):
     @property
     def locked_reason(self) -> str | None:
         """Why Campfire's invoice may no longer be changed (paid, partly paid, voided), or None."""
+        if is_voided(self.model_dump()):
+            return "voided"
         status = (self.payment_status or self.status or "").lower()
-        if status in ("paid", "partial", "voided") or self.voided_date:
-            return {"partial": "partly paid"}.get(status, status or "voided")
-        return None
+        return {"paid": "paid", "partial": "partly paid"}.get(status)
+
+
+def is_voided(invoice: Mapping[str, Any]) -> bool:
+    """Whether Campfire shows an invoice (a response or a snapshot) as voided."""
+    statuses = {str(invoice.get(key) or "").lower() for key in ("status", "payment_status")}
+    return "voided" in statuses or bool(invoice.get("voided_date"))
 
 
 def project_remote(invoice: Mapping[str, Any], like: Mapping[str, Any]) -> dict[str, Any]:

@@ -81,9 +81,9 @@ _JOURNAL_OPS = frozenset({"intent", "created", "updated", "removed", "abandoned"
 _LOCK_POLL_SECONDS = 0.1
 
 
-def timestamp() -> str:
-    """The current time as the state and journal write it: ISO 8601, UTC, whole seconds."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+def timestamp(timespec: str = "seconds") -> str:
+    """The current time as the state and journal write it: ISO 8601, UTC, whole seconds by default."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec=timespec)
 
 
 def new_state(environment: str, lineage: str | None = None) -> State:

@@ -42,7 +42,7 @@ import httpx
 import simplejson
 
 from invoicesync import __version__
-from invoicesync.errors import ApiConnectionError, ApiError, flatten_drf_errors
+from invoicesync.errors import ApiConnectionError, ApiError, CreateUnsettled, flatten_drf_errors
 from invoicesync.models import dumps_json, is_voided, loads_json
 
 __all__ = [
@@ -438,15 +438,23 @@ class CampfireClient:
         idempotency_key: str,
         lookup: InvoiceLookup,
         exclude_ids: Collection[int] = (),
+        settle: float = 0.0,
+        before_resend: Callable[[], Awaitable[None]] | None = None,
     ) -> CreateResult:
         """Create one invoice exactly once (``POST /coa/api/v1/invoice/`` with an ``Idempotency-Key``).
 
         A failure that may have created the invoice (read timeout, dropped connection, 5xx) is
-        followed by ``find_invoice(lookup)`` before the POST is sent again with the same key: found,
-        the found invoice is returned with ``found_by_lookup=True``. A failure where nothing was sent
-        (connect error, 429) is simply retried. 4xx raise ``ApiError``. If every attempt fails and the
-        last look-up found nothing, ``ApiConnectionError``/``ApiError`` is raised: the caller keeps the
-        intent unresolved and reconciles it later.
+        followed at once by ``find_invoice(lookup)``: found, the found invoice is returned with
+        ``found_by_lookup=True``. Not found, the invoice may still be landing (a gateway's 504 can
+        arrive while Campfire is still committing behind it): with a ``settle`` window, the POST is
+        not sent again here; ``CreateUnsettled`` says when it was last sent, and the caller looks again
+        once the window has passed. With ``settle`` 0 (a server that commits before it answers, like
+        the sandbox) it is sent again after a back-off, with the same key. A failure where nothing was
+        sent (connect error, 429) is simply retried. 4xx raise ``ApiError``.
+
+        ``exclude_ids`` may be a live set: ids recorded for other addresses while the create runs are
+        never taken by its look-ups. ``before_resend`` is awaited before every send after the first
+        (the caller journals it, so that recovery counts the window from the last send).
         """
         content = dumps_json(body).encode()
         headers = {"Content-Type": _JSON, "Idempotency-Key": idempotency_key}
@@ -454,7 +462,10 @@ class CampfireClient:
         async def reconcile() -> dict[str, Any] | None:
             return await self.find_invoice(lookup, exclude_ids=exclude_ids)
 
-        reply = await self._call("POST", INVOICES_PATH, content=content, headers=headers, reconcile=reconcile)
+        reply = await self._call(
+            "POST", INVOICES_PATH, content=content, headers=headers, reconcile=reconcile,
+            settle=settle > 0, before_resend=before_resend,
+        )
         if reply.reconciled is not None:
             self.stats.found_by_lookup += 1
             return CreateResult(invoice=reply.reconciled, found_by_lookup=True, attempts=reply.attempts)
@@ -757,11 +768,15 @@ class CampfireClient:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         reconcile: Reconcile | None = None,
+        settle: bool = False,
+        before_resend: Callable[[], Awaitable[None]] | None = None,
     ) -> _Reply:
         """Send one request with retries; return its final (non-retryable) reply or what reconcile found.
 
         ``reconcile`` is called after a failure that may have taken effect, before the request is
-        sent again (and once more when attempts run out): a non-None result ends the call.
+        sent again (and once more when attempts run out): a non-None result ends the call. With
+        ``settle``, a request that may have taken effect is never sent again here: reconcile runs at
+        once, and when it finds nothing ``CreateUnsettled`` is raised with the time of that send.
         """
         url = self._url(path)
         shown_path = httpx.URL(url).path if path.startswith(("http://", "https://")) else path
@@ -780,8 +795,11 @@ class CampfireClient:
                     raise
             if sends:
                 self.stats.retries += 1
+                if before_resend is not None:
+                    await before_resend()
             sends += 1
             self.stats.requests += 1
+            sent_at = time.monotonic()
             failure: _Failure
             try:
                 response = await self._http.request(method, url, params=params, content=content, headers=headers)
@@ -825,6 +843,17 @@ class CampfireClient:
             failures += 1
             if failure.uncertain:
                 uncertain = unchecked = True
+                if settle and reconcile is not None:
+                    found = await self._reconcile(reconcile, method, shown_path, failure)
+                    if found is not None:
+                        return _Reply(None, None, failures, uncertain, reconciled=found)
+                    raise CreateUnsettled(
+                        self._redact(
+                            f"{method} {shown_path}: {self._what_failed(failure)}; Campfire may still be "
+                            "committing it, and a look-up has not found it yet"
+                        ),
+                        sent_at=sent_at, method=method, path=shown_path,
+                    )
             if failures >= self.max_attempts:
                 if unchecked and reconcile is not None:
                     found = await self._reconcile(reconcile, method, shown_path, failure)
@@ -853,19 +882,21 @@ class CampfireClient:
         try:
             return await reconcile()
         except ApiError as exc:
-            what = (
-                f"{failure.response.status_code} {failure.response.reason_phrase}"
-                if failure.response is not None
-                else _describe(failure.exc, self._timeout) if failure.exc is not None else "no answer"
-            )
             raise ApiConnectionError(
                 self._redact(
-                    f"{method} {path}: outcome unknown: the request may have taken effect ({what}), and "
-                    f"checking whether it did failed too: {exc}"
+                    f"{method} {path}: outcome unknown: the request may have taken effect "
+                    f"({self._what_failed(failure)}), and checking whether it did failed too: {exc}"
                 ),
                 method=method,
                 path=path,
+                uncertain=True,
             ) from exc
+
+    def _what_failed(self, failure: _Failure) -> str:
+        """One failure in words: ``504 Gateway Timeout``, or what happened to the connection."""
+        if failure.response is not None:
+            return f"{failure.response.status_code} {failure.response.reason_phrase}"
+        return _describe(failure.exc, self._timeout) if failure.exc is not None else "no answer"
 
     def _exhausted(self, method: str, path: str, failure: _Failure, attempts: int, looked: bool) -> ApiError:
         note = "; a check after the last attempt found it had not taken effect" if looked else ""

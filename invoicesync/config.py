@@ -34,8 +34,9 @@ ENV_ENVIRONMENT = "INVOICESYNC_ENV"
 ENV_BASE_URL = "CAMPFIRE_BASE_URL"
 
 _TOP_KEYS = ("specs", "state", "default_environment", "environments")
-_ENV_KEYS = ("endpoint", "base_url", "api_key_env", "timeout", "vars", "var_files")
+_ENV_KEYS = ("endpoint", "base_url", "api_key_env", "timeout", "settle", "vars", "var_files")
 DEFAULT_TIMEOUT = 60.0
+DEFAULT_SETTLE = 120.0
 _ENDPOINTS = ("sandbox", "http")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -61,9 +62,22 @@ class Environment:
     api_key_env: str = DEFAULT_API_KEY_ENV
     vars: Mapping[str, Any] = field(default_factory=_empty_vars)
     var_files: tuple[Path, ...] = ()
-    # Seconds to wait for Campfire's answer to one request (the read timeout). Also how long a create
-    # sent by a run that died may still land, so recovery waits that long before concluding it did not.
+    # Seconds to wait for Campfire's answer to one request (the read timeout).
     timeout: float = DEFAULT_TIMEOUT
+    # Seconds after a create was sent during which it may still land at Campfire (behind a gateway
+    # that gave up on it); None when the config does not say (see ``settle_window``).
+    settle: float | None = None
+
+    @property
+    def settle_window(self) -> float:
+        """The settle window in force: as configured, else none for the embedded sandbox, else 120 s.
+
+        The embedded sandbox runs in this process and commits before it answers, so nothing it was
+        sent can land later.
+        """
+        if self.settle is not None:
+            return self.settle
+        return 0.0 if self.endpoint == "sandbox" else DEFAULT_SETTLE
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,7 @@ def load_settings(
             vars=env.vars,
             var_files=env.var_files,
             timeout=env.timeout,
+            settle=env.settle,
         )
 
     return Settings(
@@ -313,6 +328,15 @@ def _environment(name: str, raw: Any, root: Path, where: str, prefix: str) -> En
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float, Decimal)) or not 0 < timeout <= 3600:
         raise ConfigError(f"{where}: {prefix}.timeout must be a number of seconds between 0 and 3600")
 
+    settle = raw.get("settle")
+    if settle is not None and (
+        isinstance(settle, bool) or not isinstance(settle, (int, float, Decimal)) or not 0 <= settle <= 3600
+    ):
+        raise ConfigError(
+            f"{where}: {prefix}.settle must be a number of seconds between 0 and 3600 (how long a create may "
+            "still land at Campfire after its answer was lost; default 120)"
+        )
+
     variables = raw.get("vars", {})
     if not isinstance(variables, dict):
         raise ConfigError(f"{where}: {prefix}.vars must be a table of template variables")
@@ -330,6 +354,7 @@ def _environment(name: str, raw: Any, root: Path, where: str, prefix: str) -> En
         vars=MappingProxyType(dict(variables)),
         var_files=var_files,
         timeout=float(timeout),
+        settle=None if settle is None else float(settle),
     )
 
 

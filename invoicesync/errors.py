@@ -10,6 +10,7 @@
     +-- PlanError               a plan that must not be carried out (prevent_destroy, stale saved plan)
     +-- ApiError                Campfire answered with an error status (carries status and body)
     |   +-- ApiConnectionError  no usable answer: connect/read timeout, reset, dropped connection
+    |       +-- CreateUnsettled a create whose answer was lost, not found yet: wait out the settle window
 
 No module here does IO.
 """
@@ -132,18 +133,32 @@ class ApiError(InvoiceSyncError):
         method: str | None = None,
         path: str | None = None,
         body: Any = None,
+        uncertain: bool = False,
     ) -> None:
         self.status = status
         self.method = method
         self.path = path
         self.body = body
-        self.uncertain = False
+        self.uncertain = uncertain
         self.field_errors: list[tuple[str, str]] = flatten_drf_errors(body) if body is not None else []
         super().__init__(message)
 
 
 class ApiConnectionError(ApiError):
     """No usable answer: the request may or may not have reached Campfire."""
+
+
+class CreateUnsettled(ApiConnectionError):
+    """A create whose answer was lost (timeout, dropped connection, 5xx) and that a look-up did not find yet.
+
+    It may still land at Campfire (a gateway's 504 can come while Campfire is still committing), so it
+    must not be sent again before ``sent_at`` (``time.monotonic()`` of its last send) plus the
+    settle window, and a second look-up after that.
+    """
+
+    def __init__(self, message: str, *, sent_at: float, method: str | None = None, path: str | None = None) -> None:
+        super().__init__(message, method=method, path=path, uncertain=True)
+        self.sent_at = sent_at
 
 
 def flatten_drf_errors(body: Any, prefix: str = "") -> list[tuple[str, str]]:

@@ -57,6 +57,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 INVOICES_PATH = "/coa/api/v1/invoice/"
+ENTITIES_PATH = "/coa/api/entity"
+
+# Up to this many invoice numbers are checked one list call each; more, by listing their entities.
+_NUMBERS_ONE_BY_ONE = 20
 
 # The page size asked for by look-ups and listings. Campfire documents no default or maximum for the
 # invoice list (other lists: 100/10,000 or 50/1,000); pagination is followed either way, so a server
@@ -557,6 +561,51 @@ class CampfireClient:
                 )
             seen.add(url)
             query = None
+
+    async def entity_currencies(self) -> dict[int, str]:
+        """Entity id -> its currency, from ``GET /coa/api/entity`` (a plain array, not paginated)."""
+        reply = await self._call("GET", ENTITIES_PATH)
+        data = self._result(reply, "GET", ENTITIES_PATH)
+        if isinstance(data, Mapping) and isinstance(data.get("results"), list):
+            data = data["results"]  # tolerate a paginated answer
+        if not isinstance(data, list):
+            raise ApiError(f"GET {ENTITIES_PATH} returned an unexpected body (not a list): {_summarise(data)}",
+                           method="GET", path=ENTITIES_PATH)
+        out: dict[int, str] = {}
+        for entity in data:
+            if isinstance(entity, Mapping) and isinstance(entity.get("id"), int) and entity.get("currency"):
+                out[entity["id"]] = str(entity["currency"])
+        return out
+
+    async def invoice_numbers_in_use(
+        self, wanted: Collection[tuple[int, str]], *, parallelism: int = 8
+    ) -> dict[tuple[int, str], list[int]]:
+        """(entity, invoice number) -> ids of the live (not voided, not deleted) invoices Campfire holds with it.
+
+        A few numbers are looked up one list call each (``invoice_number`` is an exact filter); more
+        than ``_NUMBERS_ONE_BY_ONE`` are found with one listing of each entity involved.
+        """
+        wanted = set(wanted)
+        found: dict[tuple[int, str], list[int]] = {}
+
+        def take(invoice: Mapping[str, Any], entity: int) -> None:
+            key = (entity, str(invoice.get("invoice_number")))
+            if key in wanted and not invoice.get("is_deleted") and not is_voided(invoice):
+                found.setdefault(key, []).append(int(invoice["id"]))
+
+        semaphore = asyncio.Semaphore(max(1, parallelism))
+
+        async def listing(entity: int, number: str | None) -> None:
+            async with semaphore:
+                invoices = await self.list_invoices(entity=entity, invoice_number=number)
+            for invoice in invoices:
+                take(invoice, entity)
+
+        if len(wanted) <= _NUMBERS_ONE_BY_ONE:
+            await asyncio.gather(*(listing(entity, number) for entity, number in sorted(wanted)))
+        else:
+            await asyncio.gather(*(listing(entity, None) for entity in sorted({e for e, _ in wanted})))
+        return {key: sorted(ids) for key, ids in found.items()}
 
     async def update_invoice(self, invoice_id: int, patch: Mapping[str, Any]) -> dict[str, Any]:
         """``PATCH /coa/api/v1/invoice/{id}/`` with only the changed fields; returns the updated invoice.

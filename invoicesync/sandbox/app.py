@@ -151,6 +151,7 @@ class Sandbox:
                 f"{API}/{{invoice_id:int}}/payment/{{payment_id:int}}/void/",
                 {"POST": self._void_payment, "DELETE": self._delete_payment},
             ),
+            route("/coa/api/entity", {"GET": self._entities}),
             Route("/_sandbox/faults", self._control_faults, methods=["GET", "POST"]),
             Route("/_sandbox/reset", self._control_reset, methods=["POST"]),
             Route("/_sandbox/stats", self._control_stats, methods=["GET"]),
@@ -246,6 +247,14 @@ class Sandbox:
         return value
 
     # --- Campfire handlers (run under the store lock) ----------------------------------------------
+
+    def _entities(self, request: Request, data: Any) -> tuple[int, Any]:
+        """``GET /coa/api/entity``: a plain array (not paginated) of the fixture entities."""
+        entities = self.fixtures.objects.get("entities", {})
+        return 200, [
+            {"id": pk, "name": e.get("name"), "currency": e.get("currency"), "is_active": e.get("is_active", True)}
+            for pk, e in sorted(entities.items())
+        ]
 
     def _list(self, request: Request, data: Any) -> tuple[int, Any]:
         query, errors = parse_query(request.query_params.multi_items())

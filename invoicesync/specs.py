@@ -4,8 +4,9 @@ Owns: finding spec files (recursively, sorted by path), template variables (envi
 ``var_files``, ``--var-file``, ``--var``), Jinja2 rendering of ``*.j2`` files in a sandbox with
 ``StrictUndefined`` and no loader, YAML parsing (safe, bounded, floats read as ``Decimal``), file
 ``defaults``, ``lifecycle``, derived fields (``due_date`` from ``terms``, line ``amount`` from
-``quantity`` x ``rate``), validation against :class:`~invoicesync.models.InvoiceBody`, and the
-source location of every problem.
+``quantity`` x ``rate``), validation against :class:`~invoicesync.models.InvoiceBody`, workspace-wide
+uniqueness of addresses, invoice numbers (per entity) and spec-set ``source_id``s, and the source
+location of every problem.
 
 Lines: YAML problems of a ``*.j2`` file are located at the line of its *rendered* output (as Helm
 does), template syntax and runtime errors at the template's own line.
@@ -737,7 +738,7 @@ class _FileContext:
 
 
 class _Loader:
-    """One run of :func:`load_specs`: collects errors and the workspace-wide address and number indexes."""
+    """One run of :func:`load_specs`: collects errors and the workspace-wide address, number and source_id indexes."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -745,6 +746,7 @@ class _Loader:
         self.invoices: list[DesiredInvoice] = []
         self.addresses: dict[str, SourceLocation] = {}
         self.numbers: dict[tuple[Any, str], tuple[str, SourceLocation]] = {}
+        self.source_ids: dict[str, tuple[str, SourceLocation]] = {}
         self._env: ImmutableSandboxedEnvironment | None = None
 
     def load(self, var_files: Sequence[Path], cli_vars: Sequence[str]) -> SpecSet:
@@ -984,6 +986,15 @@ class _Loader:
                 f"due_date {body.due_date} is before invoice_date {body.invoice_date}",
             )
             return
+        clashed = False
+        if body.source_id:
+            # A look-up matches on source_id: two invoices sharing one would each adopt the other.
+            seen = self.source_ids.get(body.source_id)
+            if seen is not None:
+                error(("source_id",), f"source_id {body.source_id!r} is also used by invoice {seen[0]!r} ({seen[1]})")
+                clashed = True
+            else:
+                self.source_ids[body.source_id] = (address, where)
         if body.invoice_number is not None:
             number_key = (body.entity, body.invoice_number)
             seen = self.numbers.get(number_key)
@@ -992,9 +1003,10 @@ class _Loader:
                     ("invoice_number",),
                     f"invoice_number {body.invoice_number!r} is also used by invoice {seen[0]!r} ({seen[1]})",
                 )
-                return
-            self.numbers[number_key] = (address, where)
-        if errors or not address_ok:
+                clashed = True
+            else:
+                self.numbers[number_key] = (address, where)
+        if clashed or errors or not address_ok:
             return
         wire = to_wire(body)
         self.invoices.append(

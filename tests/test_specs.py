@@ -350,6 +350,62 @@ def test_duplicate_invoice_number_names_both(tmp_path: Path) -> None:
     )
 
 
+def test_duplicate_source_id_names_both_invoices_and_places(tmp_path: Path) -> None:
+    one = "invoices:\n  first: {entity: 54, invoice_date: 2025-07-01, terms: net_5, source_id: crm-7, lines: [{rate: 1}]}\n"
+    files = {
+        "specs/a.yaml": one,
+        "specs/b.yaml.j2": """\
+            defaults: {entity: 54, invoice_date: 2025-07-01, terms: net_5, lines: [{rate: 1}]}
+            invoices:
+              second:
+                source_id: {{ 'crm-' ~ 7 }}
+        """,
+    }
+    message = only_error(tmp_path, files)
+    assert message == (
+        "specs/b.yaml.j2:4: invoice \"second\": source_id: source_id 'crm-7' is also used by "
+        "invoice 'first' (specs/a.yaml:2)"
+    )
+
+
+def test_source_id_clashes_are_collected_with_every_other_error(tmp_path: Path) -> None:
+    files = {
+        "specs/a.yaml": """\
+            defaults: {entity: 54, invoice_date: 2025-07-01, terms: net_5, lines: [{rate: 1}], source_id: S}
+            invoices:
+              a: {}
+              b: {invoice_number: N}
+              c: {invoice_number: N}
+              d: {clinet: 1}
+        """
+    }
+    with pytest.raises(SpecErrors) as caught:
+        load(tmp_path, files)
+    assert [str(e) for e in caught.value.errors] == [
+        "specs/a.yaml:1: invoice \"b\": source_id: source_id 'S' is also used by invoice 'a' (specs/a.yaml:3)",
+        "specs/a.yaml:1: invoice \"c\": source_id: source_id 'S' is also used by invoice 'a' (specs/a.yaml:3)",
+        "specs/a.yaml:5: invoice \"c\": invoice_number: invoice_number 'N' is also used by invoice 'b' (specs/a.yaml:4)",
+        "specs/a.yaml:6: invoice \"d\": clinet: unknown field 'clinet' (did you mean 'client'?)",
+    ]
+    assert str(caught.value).splitlines()[0] == (
+        "specs/a.yaml:1: invoices \"b\", \"c\": source_id: source_id 'S' is also used by invoice 'a' (specs/a.yaml:3)"
+    )
+
+
+def test_distinct_and_empty_source_ids_are_fine(tmp_path: Path) -> None:
+    files = {
+        "specs/a.yaml": """\
+            defaults: {entity: 54, invoice_date: 2025-07-01, terms: net_5, lines: [{rate: 1}]}
+            invoices:
+              a: {source_id: S1}
+              b: {source_id: S2}
+              c: {source_id: ""}
+              d: {source_id: ""}
+        """
+    }
+    assert [inv.body.source_id for inv in load(tmp_path, files).invoices] == ["S1", "S2", "", ""]
+
+
 def test_custom_terms_without_due_date(tmp_path: Path) -> None:
     files = {"specs/a.yaml": "invoices:\n  a:\n    entity: 54\n    invoice_date: 2025-07-01\n    terms: custom\n    lines: [{rate: 1}]\n"}
     message = only_error(tmp_path, files)

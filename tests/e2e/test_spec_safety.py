@@ -1,0 +1,79 @@
+"""Spec safety through the real CLI: clashing source_ids, YAML 1.1 number pitfalls, template size bombs,
+symlinks out of the workspace and binary spec files all end in ``Error: ...``, exit 1, no traceback.
+
+Every case runs both ``validate`` and ``plan --refresh=false`` in a workspace on the in-process sandbox
+endpoint, so nothing here needs a server, a key or the network; neither command may write to state/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import RunResult, Workspace
+
+SANDBOX_CONFIG = """\
+default_environment = "dev"
+
+[environments.dev]
+endpoint = "sandbox"
+"""
+
+# Line numbers below refer to this text; keep them in step with it.
+ACME = """\
+defaults:
+  entity: 54
+  client: 33973
+  currency: USD
+  terms: net_30
+invoices:
+  acme-2025-07:
+    invoice_date: 2025-07-01
+    invoice_number: ACME-2025-07
+    lines:
+      - product: 2545
+        description: Platform subscription
+        quantity: 1
+        rate: 50
+"""
+
+OFFLINE_COMMANDS = (("validate",), ("plan", "--refresh=false"))
+
+
+@pytest.fixture
+def offline(tmp_path: Path, capsys: Any) -> Workspace:
+    """A workspace on the in-process sandbox endpoint: nothing here talks to a network."""
+    ws = Workspace(tmp_path / "ws", capsys=capsys)
+    ws.root.mkdir()
+    ws.write("invoicesync.toml", SANDBOX_CONFIG)
+    (ws.root / "specs").mkdir()
+    return ws
+
+
+def _assert_spec_error(ws: Workspace, *expected: str, args: tuple[str, ...] = ()) -> list[RunResult]:
+    """`validate` and an offline `plan` both fail cleanly with every fragment in stderr; state/ stays empty."""
+    results = []
+    for command in OFFLINE_COMMANDS:
+        result = ws.run(*command, *args)
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output and "internal error" not in result.output
+        assert result.stderr.startswith("Error: "), result.stderr
+        for fragment in expected:
+            assert fragment in result.stderr, f"{fragment!r} missing from:\n{result.stderr}"
+        assert not (ws.root / "state").exists() or not any((ws.root / "state").iterdir()), f"{command} wrote to state/"
+        results.append(result)
+    return results
+
+
+# --- source_id -----------------------------------------------------------------------------------------
+
+
+def test_two_invoices_with_one_source_id_name_both(offline: Workspace) -> None:
+    offline.write("specs/a.yaml", ACME.replace("    lines:\n", "    source_id: crm-1\n    lines:\n", 1))
+    second = ACME.replace("acme-2025-07:", "acme-2025-08:").replace("ACME-2025-07", "ACME-2025-08")
+    offline.write("specs/b.yaml", second.replace("    lines:\n", "    source_id: crm-1\n    lines:\n", 1))
+    _assert_spec_error(
+        offline, "specs/b.yaml:10:", 'invoice "acme-2025-08"', "source_id", "'crm-1'", "'acme-2025-07'", "specs/a.yaml:7"
+    )

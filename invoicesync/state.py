@@ -162,9 +162,12 @@ class StateStore:
     for a held lock) whose message names the file and says what to do.
     """
 
-    def __init__(self, directory: Path, environment: str) -> None:
+    def __init__(self, directory: Path, environment: str, *, allow_duplicate_ids: bool = False) -> None:
         self.directory = Path(directory)
         self.environment = environment
+        # State surgery (`state rm`, `state mv`) must be able to load a state that holds one invoice id
+        # under two addresses, since it is how such a state is repaired; every other command refuses it.
+        self.allow_duplicate_ids = allow_duplicate_ids
         self.path = self.directory / f"{environment}.json"
         self.backup_path = self.directory / f"{environment}.json.backup"
         self.lock_path = self.directory / f"{environment}.lock"
@@ -185,7 +188,9 @@ class StateStore:
         Raises ``StateError`` (and changes nothing on disk) for a file that cannot be read, is not
         valid JSON, does not have the state's shape, was written by a newer invoicesync, or belongs to
         another environment; also when the state file is missing but its backup is not, since starting
-        over with a new lineage would lose track of every invoice created so far.
+        over with a new lineage would lose track of every invoice created so far. A state holding one
+        invoice id under two addresses is refused too, unless the store was made with
+        ``allow_duplicate_ids=True`` (for the state surgery that repairs it).
         """
         shown = _display(self.path)
         try:
@@ -241,6 +246,10 @@ class StateStore:
                 f'{shown} holds the state of environment "{state.environment}", not "{self.environment}"; '
                 "check the file was not copied or renamed"
             )
+        if not self.allow_duplicate_ids:
+            shared = duplicate_ids(state)
+            if shared:
+                raise StateError(_duplicates_message(shown, shared))
         return state
 
     def save(self, state: State) -> State:
@@ -478,8 +487,12 @@ class StateStore:
         """Whether a journal exists: the last run did not finish folding it into the state."""
         return self.journal_path.exists()
 
-    def open_journal(self) -> Journal:
+    def open_journal(self, *, lineage: str | None = None) -> Journal:
         """Open the journal for appending, creating it if needed.
+
+        With ``lineage`` (the state's), every record appended is stamped ``"lineage": lineage``, so that
+        a journal copied next to another state is recognised as foreign by ``fold_journal``; a journal
+        that already holds records of another lineage is refused here, before anything is added to it.
 
         A torn last line left by a crash mid-write is cut off first, so that records appended now do
         not follow a broken line. A damaged line elsewhere raises ``StateError``.
@@ -495,7 +508,11 @@ class StateStore:
             size = os.fstat(fd).st_size
             if size:
                 data = os.pread(fd, size, 0)
-                _, good, needs_newline = _scan_journal(data, shown)
+                existing, good, needs_newline = _scan_journal(data, shown)
+                if lineage is not None:
+                    for record in existing:
+                        if _foreign(record, lineage):
+                            raise StateError(_foreign_message(record, record.get("lineage"), lineage))
                 if good < size:
                     os.ftruncate(fd, good)
                 if needs_newline:
@@ -511,13 +528,14 @@ class StateStore:
         except StateError:
             os.close(fd)
             raise
-        return Journal(fd, shown, size)
+        return Journal(fd, shown, size, lineage=lineage)
 
     def read_journal(self) -> list[dict[str, Any]]:
         """Every record of the journal in order (``[]`` when there is none).
 
-        A torn last line (a crash mid-write) is ignored; a damaged line elsewhere raises ``StateError``
-        naming it.
+        Each record is a ``JournalEntry`` (a dict that knows its file and line, so that ``fold_journal``
+        can name the line of a record it refuses). A torn last line (a crash mid-write) is ignored; a
+        damaged line elsewhere raises ``StateError`` naming it.
         """
         try:
             data = self.journal_path.read_bytes()
@@ -527,6 +545,17 @@ class StateStore:
             raise StateError(f"cannot read {_display(self.journal_path)}: {_os_problem(exc)}") from exc
         records, _, _ = _scan_journal(data, _display(self.journal_path))
         return records
+
+    def discard(self) -> None:
+        """Remove the state file and its backup: for a state a run created and left empty."""
+        for path in (self.path, self.backup_path):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise StateError(f"cannot remove {_display(path)}: {_os_problem(exc)}") from exc
+        self._known = None
 
     def remove_journal(self) -> None:
         """Delete the journal once its records are folded into a saved state (and no intent is unresolved)."""
@@ -538,6 +567,17 @@ class StateStore:
             raise StateError(f"cannot remove {_display(self.journal_path)}: {_os_problem(exc)}") from exc
         with contextlib.suppress(OSError):
             _fsync_directory(self.directory)
+
+
+class JournalEntry(dict[str, Any]):
+    """One journal record as read from the file: the record itself, plus where it was (file and line)."""
+
+    __slots__ = ("source", "line")
+
+    def __init__(self, record: Mapping[str, Any], *, source: str, line: int) -> None:
+        super().__init__(record)
+        self.source = source
+        self.line = line
 
 
 def _scan_journal(data: bytes, shown: str) -> tuple[list[dict[str, Any]], int, bool]:
@@ -568,7 +608,7 @@ def _scan_journal(data: bytes, shown: str) -> tuple[list[dict[str, Any]], int, b
                 f'{shown}, line {i + 1}, is not a journal record (a JSON object with an "op"); repair or '
                 "delete that line by hand and run again"
             )
-        records.append(record)
+        records.append(JournalEntry(record, source=shown, line=i + 1))
         good = min(offset, len(data))
         needs_newline = offset > len(data)
     return records, good, needs_newline
@@ -585,9 +625,10 @@ class Journal:
     next batch. ``fsyncs`` and ``appends`` count what was done, for tests and benchmarks.
     """
 
-    def __init__(self, fd: int, shown: str, size: int) -> None:
+    def __init__(self, fd: int, shown: str, size: int, *, lineage: str | None = None) -> None:
         self._fd: int | None = fd
         self._shown = shown
+        self._lineage = lineage  # stamped on every record: which state the journal belongs to
         self._size = size  # bytes known to be intact on disk; a failed write is cut back to this
         self._broken: str | None = None
         self._io_lock = threading.Lock()
@@ -605,8 +646,11 @@ class Journal:
         op = record.get("op")
         if op not in _JOURNAL_OPS:
             raise ValueError(f"unknown journal record op {op!r}")
+        plain = {k: _plain(v) for k, v in record.items()}
+        if self._lineage is not None:
+            plain["lineage"] = self._lineage
         try:
-            return (dumps_json({k: _plain(v) for k, v in record.items()}) + "\n").encode()
+            return (dumps_json(plain) + "\n").encode()
         except (TypeError, ValueError) as exc:
             raise StateError(
                 f"cannot write a {op} record for {record.get('address')!r} to {self._shown}: {exc}"
@@ -697,9 +741,17 @@ class Journal:
 # --- folding the journal into the state ------------------------------------------------------------
 
 
+def _where(index: int, record: Mapping[str, Any]) -> str:
+    """Where a record is: ``state/sandbox.journal, line 7`` when read from the file, else its position."""
+    if isinstance(record, JournalEntry):
+        return f"{record.source}, line {record.line}"
+    return f"journal record {index + 1}"
+
+
 def _record_problem(index: int, record: Mapping[str, Any], problem: str) -> StateError:
     return StateError(
-        f"journal record {index + 1} ({record.get('op')} {record.get('address')!r}) is not valid: {problem}"
+        f"{_where(index, record)} ({record.get('op')} {record.get('address')!r}) is not valid: {problem}; "
+        "repair that line by hand and run again (deleting the whole journal forgets the invoices it recorded)"
     )
 
 
@@ -711,6 +763,17 @@ def _require(index: int, record: Mapping[str, Any], *keys: str) -> None:
         raise _record_problem(index, record, "address is not a string")
 
 
+def _require_id(index: int, record: Mapping[str, Any], *, optional: bool = False) -> None:
+    """The record's ``id`` is a Campfire invoice id: an integer (never a string, a float or a boolean)."""
+    value = record.get("id")
+    if optional and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _record_problem(
+            index, record, f"id: Input should be a valid integer (the Campfire invoice id), not {value!r}"
+        )
+
+
 def _invoice_record(index: int, record: Mapping[str, Any], fields: Mapping[str, Any]) -> InvoiceRecord:
     try:
         return InvoiceRecord.model_validate(fields)
@@ -718,8 +781,51 @@ def _invoice_record(index: int, record: Mapping[str, Any], fields: Mapping[str, 
         raise _record_problem(index, record, _validation_problems(exc)) from exc
 
 
+def _foreign(record: Mapping[str, Any], lineage: str) -> bool:
+    """Whether a record was stamped by another state (records of older versions carry no lineage)."""
+    return "lineage" in record and record["lineage"] != lineage
+
+
+def _foreign_message(record: Mapping[str, Any], theirs: Any, ours: str) -> str:
+    source = record.source if isinstance(record, JournalEntry) else "the journal"
+    line = f" (line {record.line})" if isinstance(record, JournalEntry) else ""
+    return (
+        f"{source} belongs to another state: its records{line} carry lineage {theirs}, this state's is "
+        f"{ours}. It was probably copied from another workspace or environment. Move {source} away "
+        "(to the workspace it came from) to continue; nothing was changed"
+    )
+
+
+def duplicate_ids(state: State) -> dict[int, list[str]]:
+    """Every invoice id the state holds under more than one address: ``{id: [addresses, sorted]}``."""
+    by_id: dict[int, list[str]] = {}
+    for address, record in state.invoices.items():
+        by_id.setdefault(record.id, []).append(address)
+    return {i: sorted(addresses) for i, addresses in sorted(by_id.items()) if len(addresses) > 1}
+
+
+def _addresses_text(addresses: Sequence[str]) -> str:
+    quoted = [f'"{a}"' for a in addresses]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _duplicates_message(shown: str, shared: Mapping[int, Sequence[str]]) -> str:
+    lines = [
+        f"{shown} holds invoice {i} under {len(addresses)} addresses, {_addresses_text(addresses)}"
+        for i, addresses in shared.items()
+    ]
+    first = next(iter(shared.values()))
+    return (
+        "; ".join(lines)
+        + ". One Campfire invoice can be managed under one address only: a plan would change it from "
+        "two specs, and removing either spec would void it for the other. Keep it under the right "
+        "address and forget the others with `invoicesync state rm ADDRESS` (for example "
+        f"`invoicesync state rm {first[-1]}`); the invoice stays in Campfire as it is"
+    )
+
+
 def fold_journal(
-    state: State, records: Sequence[Mapping[str, Any]]
+    state: State, records: Sequence[Mapping[str, Any]], *, allow_duplicate_ids: bool = False
 ) -> tuple[State, list[dict[str, Any]]]:
     """Fold journal outcomes into ``state``; return the new state and the intents still unresolved.
 
@@ -739,8 +845,18 @@ def fold_journal(
     - ``replacing``: a replace is about to void or delete ``id``; resolved by the ``removed`` of that
       id. Unresolved, it is returned too: the run died around the void, and only Campfire knows
       whether the old invoice is still live.
+
+    Raises ``StateError`` naming the record (its journal line, for records read by ``read_journal``)
+    for a malformed record (an ``id`` that is not an integer, say), for a record stamped with another
+    state's ``lineage`` (records without one, from older versions, are accepted), and when the records
+    would leave one invoice id under two addresses that did not share it before (unless
+    ``allow_duplicate_ids``, for the state surgery that repairs such a state).
     """
+    for index, record in enumerate(records):
+        if _foreign(record, state.lineage):
+            raise StateError(_foreign_message(record, record.get("lineage"), state.lineage))
     invoices = dict(state.invoices)
+    given_by: dict[str, int] = {}  # address -> the index of the last record that gave it an id
     retired = list(state.retired)
     pending: list[tuple[int, Mapping[str, Any]]] = []
 
@@ -762,7 +878,9 @@ def fold_journal(
             pending.append((index, record))
         elif op == "created":
             _require(index, record, "address", "id", "digest", "body", "time")
+            _require_id(index, record)
             address = record["address"]
+            given_by[address] = index
             invoices[address] = _invoice_record(
                 index,
                 record,
@@ -779,7 +897,9 @@ def fold_journal(
             resolve(address, record["digest"])
         elif op == "updated":
             _require(index, record, "address", "id", "time")
+            _require_id(index, record)
             address = record["address"]
+            given_by[address] = index
             previous = invoices.get(address)
             fields: dict[str, Any] = {"id": record["id"], "updated_at": record["time"]}
             if previous is not None and previous.id == record["id"]:
@@ -796,6 +916,7 @@ def fold_journal(
             invoices[address] = _invoice_record(index, record, fields)
         elif op == "removed":
             _require(index, record, "address")
+            _require_id(index, record, optional=True)
             address = record["address"]
             current = invoices.get(address)
             if current is not None and (record.get("id") is None or current.id == record["id"]):
@@ -808,6 +929,7 @@ def fold_journal(
             ]
         elif op == "abandoned":
             _require(index, record, "address")
+            _require_id(index, record, optional=True)
             if "id" in record:  # a replace whose void or delete Campfire refused
                 pending[:] = [
                     (i, r) for i, r in pending
@@ -817,12 +939,43 @@ def fold_journal(
                 resolve(record["address"], record.get("digest"))
         elif op == "replacing":
             _require(index, record, "address", "id")
+            _require_id(index, record)
             pending.append((index, record))
         else:
             raise _record_problem(index, record, f"unknown op {op!r} (written by a newer invoicesync?)")
 
     folded = state.model_copy(update={"invoices": invoices, "retired": retired})
+    if not allow_duplicate_ids:
+        _check_no_new_duplicates(state, folded, records, given_by)
     return folded, [dict(intent) for _, intent in pending]
+
+
+def _check_no_new_duplicates(
+    state: State, folded: State, records: Sequence[Mapping[str, Any]], given_by: Mapping[str, int]
+) -> None:
+    """Refuse a fold that leaves an invoice id under an address that did not hold it alongside the others.
+
+    Duplicates the state already had are the loader's business (``StateStore.load``), not the journal's.
+    """
+    shared = duplicate_ids(folded)
+    if not shared:
+        return
+    before = duplicate_ids(state)
+    for invoice_id, addresses in shared.items():
+        if set(addresses) <= set(before.get(invoice_id, ())):
+            continue
+        culprits = [a for a in addresses if a in given_by]
+        index = max(given_by[a] for a in culprits) if culprits else len(records) - 1
+        record = records[index]
+        address = record.get("address")
+        others = [a for a in addresses if a != address]
+        raise StateError(
+            f"{_where(index, record)} ({record.get('op')} {address!r}) records invoice {invoice_id} for "
+            f'"{address}", but the state already holds it as {_addresses_text(others)}. One Campfire invoice '
+            "can be managed under one address only. Keep it under the right address and forget the "
+            f"other with `invoicesync state rm ADDRESS` (for example `invoicesync state rm {address}`); "
+            "the invoice stays in Campfire as it is"
+        )
 
 
 def _json_problem(exc: simplejson.JSONDecodeError) -> str:

@@ -636,7 +636,7 @@ def test_unresolved_intents_are_returned_in_journal_order() -> None:
         _created("a"),
         _intent("c"),
         _intent("d", digest="sha256:ddd"),
-        _created("d", digest="sha256:other"),  # a different body: not the outcome of that intent
+        _created("d", 145056, digest="sha256:other"),  # a different body: not the outcome of that intent
     ]
     folded, pending = fold_journal(new_state("sandbox"), records)
     assert [(p["address"], p["digest"]) for p in pending] == [("b", "sha256:aaa"), ("c", "sha256:aaa"),

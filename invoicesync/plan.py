@@ -207,6 +207,8 @@ class ApplyResult:
 
 PLAN_FORMAT_VERSION = 1
 PLAN_KIND = "invoicesync-plan"
+PLAN_DIGEST_KEY = "plan_digest"
+_REMAKE = "Make it again with `invoicesync plan --out FILE`."
 
 REASON_DELETED_OUTSIDE = "deleted outside invoicesync"
 REASON_REPLACE = "replace requested"
@@ -907,7 +909,42 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     two decimals (``"55.00"``); bodies, patches and field values keep their numbers as ``Decimal``,
     so serialise with ``models.dumps_json`` (JSON numbers, never floats). No-op changes are included
     (so the document accounts for every address) but carry no body, before or patch.
+
+    ``plan_digest`` is ``sha256:<hex>`` over every other key of the document, in a canonical form
+    (sorted keys, one spelling per number): ``plan_from_dict`` refuses a document whose content no
+    longer matches it, so that a saved plan is applied (and shown) exactly as it was made.
     """
+    doc = _plan_document(plan)
+    doc[PLAN_DIGEST_KEY] = _document_digest(doc)
+    return doc
+
+
+def _document_digest(doc: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` of the canonical JSON of a plan document, its own ``plan_digest`` left out."""
+    content = {k: v for k, v in doc.items() if k != PLAN_DIGEST_KEY}
+    return "sha256:" + hashlib.sha256(canonical_json(_canonical(content)).encode()).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    """One spelling per JSON value, so that reformatting a saved plan (indentation, key order, ``50.00``
+    for ``50``) keeps its digest while any change of content does not."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, float):
+        value = Decimal(repr(value))
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return str(value)
+        value = canonical_decimal(value)
+        return int(value) if value == value.to_integral_value() else value
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return str(value)
+
+
+def _plan_document(plan: Plan) -> dict[str, Any]:
     summary = counts(plan)
     return {
         "format_version": PLAN_FORMAT_VERSION,
@@ -1035,13 +1072,17 @@ class _PlanDoc(BaseModel):
     totals: list[dict[str, Any]] | None = None  # derived; recomputed from the changes
     managed: list[_ManagedDoc] = []
     changes: list[_ChangeDoc]
+    plan_digest: str | None = None
 
 
 def plan_from_dict(data: Mapping[str, Any]) -> Plan:
     """Read a plan document back (the inverse of ``plan_to_dict``; load the JSON with ``models.loads_json``).
 
     Raises ``PlanError`` when it is not an invoicesync plan, has a ``format_version`` this version
-    does not know, or is malformed (the message names the offending key).
+    does not know, or is malformed (the message names the offending key); and when it was changed
+    after it was made: it has no ``plan_digest`` (made by an older version), its content does not
+    match its ``plan_digest``, or a change contradicts itself (a ``patch`` that is not what its
+    ``body`` and ``field_changes`` say, a ``digest`` that is not its body's, ...).
     """
     if not isinstance(data, Mapping):
         raise PlanError("This is not an invoicesync plan: expected a JSON object.")
@@ -1060,7 +1101,17 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         more = len(exc.errors()) - 5
         suffix = f" (and {more} more)" if more > 0 else ""
         raise PlanError(f"The plan is malformed: {problems}{suffix}.") from exc
-    return Plan(
+    if doc.plan_digest is None:
+        raise PlanError(
+            "The plan has no plan_digest: it was made by an older invoicesync (or assembled by hand), so "
+            f"nothing shows that it is the plan that was reviewed. {_REMAKE}"
+        )
+    if doc.plan_digest != _document_digest(data):
+        raise PlanError(
+            "The plan file was changed after it was made: its content no longer matches its plan_digest. "
+            f"A saved plan is applied exactly as it was made and reviewed, never as edited. {_REMAKE}"
+        )
+    plan = Plan(
         environment=doc.environment,
         lineage=doc.lineage,
         serial=doc.serial,
@@ -1070,6 +1121,45 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         changes=tuple(_change_from_doc(c) for c in doc.changes),
         managed=tuple(ManagedMoney(m.currency, m.invoices, m.invoiced, m.paid, m.due) for m in doc.managed),
     )
+    for index, change in enumerate(plan.changes):
+        problem = _inconsistency(change)
+        if problem:
+            raise PlanError(
+                f"The plan file was changed after it was made: changes[{index}] ({change.address}): {problem}. "
+                f"{_REMAKE}"
+            )
+    return plan
+
+
+def _top_key(path: str) -> str:
+    return re.split(r"[.\[]", path, maxsplit=1)[0]
+
+
+def _inconsistency(change: Change) -> str | None:
+    """What in one change contradicts the rest of it (None when nothing does): what make_plan never writes."""
+    action = change.action
+    if action in (Action.CREATE, Action.UPDATE, Action.REPLACE):
+        if change.body is None:
+            return f"a {action.value} without a body"
+        if change.digest != body_digest(_canonical(change.body)):
+            return "its digest is not that of its body"
+        if change.amount != invoice_total(change.body):
+            return "its amount is not its body's total"
+    if action is not Action.CREATE and action is not Action.NOOP and change.invoice_id is None:
+        return f"a {action.value} without an invoice_id"
+    if action is Action.UPDATE:
+        if change.patch is None:
+            return "an update without a patch"
+        body = change.body or {}
+        for key, value in change.patch.items():
+            if _norm(value) != _norm(body.get(key)):
+                return f"its patch sets {key} to what its body does not hold"
+        changed = {_top_key(f.path) for f in change.field_changes if not f.path.startswith("lifecycle.")}
+        if set(change.patch) != changed:
+            return "its patch does not send exactly the fields its field_changes list"
+    elif change.patch is not None:
+        return f"a {action.value} with a patch"
+    return None
 
 
 def _change_from_doc(doc: _ChangeDoc) -> Change:

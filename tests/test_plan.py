@@ -459,8 +459,9 @@ def test_plan_document_keys_are_stable() -> None:
     doc = plan_to_dict(representative_plan())
     assert set(doc) == {
         "format_version", "kind", "environment", "lineage", "serial", "specs_digest",
-        "refreshed", "targets", "summary", "totals", "managed", "changes",
+        "refreshed", "targets", "summary", "totals", "managed", "changes", "plan_digest",
     }
+    assert doc["plan_digest"].startswith("sha256:")
     assert {frozenset(m) for m in doc["managed"]} == {frozenset({"currency", "invoices", "invoiced", "paid", "due"})}
     assert (doc["format_version"], doc["kind"]) == (1, "invoicesync-plan")
     assert set(doc["summary"]) == {"create", "update", "replace", "remove", "no_op", "blocked"}

@@ -13,17 +13,20 @@ import asyncio
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from invoicesync.client import CampfireClient, InvoiceLookup
-from invoicesync.errors import ApiConnectionError, ApiError, InvoiceSyncError, StateError
+from invoicesync.errors import ApiConnectionError, ApiError, CreateUnsettled, InvoiceSyncError, StateError
 from invoicesync.models import DesiredInvoice, RemoteSnapshot, body_digest, project_remote, with_source
 from invoicesync.plan import Action, ApplyResult, Change, Outcome, Plan
 from invoicesync.state import InvoiceRecord, Journal, LifecycleRecord, State, StateStore, fold_journal, timestamp
 
 OutcomeCallback = Callable[[Outcome], None]
+#: Called with (address, time.monotonic() deadline) when a create starts waiting out its settle window.
+WaitCallback = Callable[[str, float], None]
+
 
 
 def _now() -> str:
@@ -65,9 +68,13 @@ class _Run:
     today: str
     on_outcome: OutcomeCallback | None
     stop: asyncio.Event
+    semaphore: asyncio.Semaphore = field(default_factory=asyncio.Semaphore)
+    settle: float = 0.0  # seconds after a send during which a create whose answer was lost may still land
+    on_wait: WaitCallback | None = None
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     settling: list[asyncio.Task[None]] = field(default_factory=list)
-    managed_ids: frozenset[int] = frozenset()  # ids the state manages: a look-up must never take one
+    # Ids a look-up must never take: those the state manages or let go, and those this run recorded.
+    taken_ids: set[int] = field(default_factory=set)
 
     def record_later(self, record: dict[str, Any]) -> None:
         """Journal an outcome without holding the worker: only intents must be on disk before a request leaves.
@@ -92,6 +99,8 @@ async def execute_plan(
     on_outcome: OutcomeCallback | None = None,
     stop: asyncio.Event | None = None,
     today: dt.date | None = None,
+    settle: float = 0.0,
+    on_wait: WaitCallback | None = None,
 ) -> tuple[State, ApplyResult]:
     """Carry out every actionable change of ``plan``; return the saved state and what happened.
 
@@ -99,26 +108,33 @@ async def execute_plan(
     journal is folded into the state file, which is saved once, and removed. Setting ``stop`` stops
     starting new changes; changes in flight finish (or are left as intents for the next run to
     reconcile) and are recorded.
+
+    ``settle`` is the settle window (DESIGN.md): a create whose answer was lost and that a look-up
+    did not find gives up its worker slot, waits until ``settle`` seconds after its last send (other
+    changes go on meanwhile; ``on_wait`` is told), and is looked up again before it may be sent again.
     """
     started = time.monotonic()
-    if not store.exists():
+    created_state = not store.exists()
+    if created_state:
         # The lineage is in every source_id about to be sent: it must be on disk before the first create.
         state = store.save(state)
     run = _Run(
         plan=plan,
         client=client,
-        journal=store.open_journal(),
+        journal=store.open_journal(lineage=state.lineage),
         today=(today or dt.date.today()).isoformat(),
         on_outcome=on_outcome,
         stop=stop or asyncio.Event(),
-        managed_ids=frozenset(record.id for record in state.invoices.values()) | frozenset(state.retired),
+        semaphore=asyncio.Semaphore(max(1, parallelism)),
+        settle=settle,
+        on_wait=on_wait,
+        taken_ids={record.id for record in state.invoices.values()} | set(state.retired),
     )
-    semaphore = asyncio.Semaphore(max(1, parallelism))
     # Blocked changes (the invoice is paid or voided in Campfire) are shown by the plan and not attempted.
     actionable = [c for c in plan.changes if c.action is not Action.NOOP and not c.blocked]
 
     async def worker(change: Change) -> None:
-        async with semaphore:
+        async with run.semaphore:
             if run.stop.is_set():
                 run.report(Outcome(change.address, change.action, ok=False, skipped=True, message="not started: interrupted"))
                 return
@@ -138,6 +154,9 @@ async def execute_plan(
     # Every outcome is on disk in the journal by now; folding it into the state file is done once.
     elapsed = time.monotonic() - started
     new_state = _fold_and_save(store, state)
+    if created_state and not new_state.invoices and not new_state.retired and not store.has_journal():
+        # Nothing was created (a dead endpoint, refused bodies): leave no state bound to this endpoint.
+        store.discard()
     for result in results:
         if isinstance(result, BaseException):
             raise result
@@ -146,8 +165,9 @@ async def execute_plan(
 
 
 def _fold_and_save(store: StateStore, state: State) -> State:
+    """Fold the run's journal into the state and save it, unless the run changed nothing (the serial stays)."""
     folded, pending = fold_journal(state, store.read_journal())
-    saved = store.save(folded)
+    saved = store.save(folded) if folded != state else state
     if not pending:
         store.remove_journal()
     return saved
@@ -188,39 +208,65 @@ async def _create(run: _Run, change: Change, replaces: int | None) -> None:
     # The superseded invoice may carry the same source_id (forgotten, not voided): never adopt it.
     lookup = InvoiceLookup.from_body(body, exclude_ids=(replaces,) if replaces is not None else ())
     key = idempotency_key(run.plan.lineage, run.plan.serial, change.address, change.digest)
-    await run.journal.append(
-        {
-            "op": "intent",
-            "address": change.address,
-            "digest": change.digest,
-            "idempotency_key": key,
-            "time": _now(),
-            "lookup": lookup.to_dict(),
-            "body": body,
-            "lifecycle": dict(change.lifecycle),
-            "replaces": replaces,
-        }
-    )
-    try:
-        result = await run.client.create_invoice(
-            body, idempotency_key=key, lookup=lookup, exclude_ids=run.managed_ids
-        )
-    except ApiError as exc:
-        if isinstance(exc, ApiConnectionError):
-            raise
-        if not exc.uncertain:
-            # Campfire refused it and no earlier send may have landed: nothing was created.
-            await run.journal.append({"op": "abandoned", "address": change.address, "digest": change.digest, "time": _now(), "reason": str(exc)})
-            raise
-        # An earlier send may have created it: the intent stays open for the next run's look-up.
-        raise ApiConnectionError(f"{str(exc).rstrip('.')}; an earlier attempt may have created it", status=exc.status,
-                                 method=exc.method, path=exc.path, body=exc.body) from exc
-    invoice = result.invoice
+    intent = {
+        "op": "intent",
+        "address": change.address,
+        "digest": change.digest,
+        "idempotency_key": key,
+        "lookup": lookup.to_dict(),
+        "body": body,
+        "lifecycle": dict(change.lifecycle),
+        "replaces": replaces,
+    }
+
+    async def journal_send() -> None:
+        # Every send is journalled first: recovery counts the settle window from the last one.
+        await run.journal.append({**intent, "time": _now()})
+
+    await journal_send()
+    invoice: dict[str, Any] | None = None
+    found_by_lookup = False
+    rounds = 0
+    while invoice is None:
+        try:
+            result = await run.client.create_invoice(
+                body, idempotency_key=key, lookup=lookup, exclude_ids=run.taken_ids, settle=run.settle,
+                before_resend=journal_send,
+            )
+        except CreateUnsettled as exc:
+            rounds += 1
+            found = await _settle(run, change.address, lookup, exc.sent_at)
+            if found is not None:
+                invoice, found_by_lookup = found, True
+                break
+            if rounds >= run.client.max_attempts:
+                raise ApiConnectionError(
+                    f"{str(exc).rstrip('.')}; sent {rounds} times, each answer lost and never found after its "
+                    f"{run.settle:g} s settle window",
+                    method=exc.method, path=exc.path, uncertain=True,
+                ) from exc
+            # The window has passed and a second look-up found nothing: it never landed; send it again.
+            await journal_send()
+            continue
+        except ApiError as exc:
+            if not exc.uncertain:
+                # Campfire refused it, or it never left, and no earlier send may have landed: nothing was created.
+                await run.journal.append({"op": "abandoned", "address": change.address, "digest": change.digest,
+                                          "time": _now(), "reason": str(exc)})
+                raise
+            if isinstance(exc, ApiConnectionError):
+                raise
+            # An earlier send may have created it: the intent stays open for the next run's look-up.
+            raise ApiConnectionError(f"{str(exc).rstrip('.')}; an earlier attempt may have created it", status=exc.status,
+                                     method=exc.method, path=exc.path, body=exc.body, uncertain=True) from exc
+        invoice, found_by_lookup = result.invoice, result.found_by_lookup
+    invoice_id = int(invoice["id"])
+    run.taken_ids.add(invoice_id)
     run.record_later(
         {
             "op": "created",
             "address": change.address,
-            "id": invoice["id"],
+            "id": invoice_id,
             "digest": change.digest,
             "body": body,
             "lifecycle": dict(change.lifecycle),
@@ -228,8 +274,29 @@ async def _create(run: _Run, change: Change, replaces: int | None) -> None:
             "time": _now(),
         }
     )
-    note = "found after a lost response" if result.found_by_lookup else None
-    run.report(Outcome(change.address, change.action, ok=True, invoice_id=int(invoice["id"]), message=note))
+    note = "found after a lost response" if found_by_lookup else None
+    run.report(Outcome(change.address, change.action, ok=True, invoice_id=invoice_id, message=note))
+
+
+async def _settle(run: _Run, address: str, lookup: InvoiceLookup, sent_at: float) -> dict[str, Any] | None:
+    """Wait, without holding a worker slot, until a lost create can no longer land; then look it up again."""
+    deadline = sent_at + run.settle
+    if run.on_wait is not None:
+        run.on_wait(address, deadline)
+    run.semaphore.release()
+    try:
+        # Ctrl-C ends the wait: the intent stays open, and the next run waits out the rest of the window.
+        await asyncio.wait_for(run.stop.wait(), timeout=max(0.0, deadline - time.monotonic()))
+    except asyncio.TimeoutError:
+        pass
+    finally:
+        await run.semaphore.acquire()
+    if time.monotonic() < deadline:
+        raise ApiConnectionError(
+            f"interrupted while waiting for its lost answer to settle ({deadline - time.monotonic():.0f} s of "
+            f"the {run.settle:g} s window left)", uncertain=True,
+        )
+    return await run.client.find_invoice(lookup, exclude_ids=run.taken_ids)
 
 
 async def _update(run: _Run, change: Change) -> None:
@@ -308,17 +375,13 @@ async def _remove(run: _Run, change: Change, how: str, *, report: bool = True, r
 # --- recovery ----------------------------------------------------------------------------------------
 
 
-#: Recovery waits this long at most for creates that may still be in flight; longer, it asks to run again.
-MAX_SETTLE_WAIT = 15.0
-
-
 async def recover(
     store: StateStore,
     state: State,
     client: CampfireClient | None,
     *,
-    settle_seconds: float = 60.0,
-    on_wait: Callable[[float, int], None] | None = None,
+    settle_seconds: float = 0.0,
+    wait: Callable[[float, int], Awaitable[None]] | None = None,
 ) -> tuple[State, int]:
     """Fold a journal left by an interrupted run into the state and reconcile its unresolved creates.
 
@@ -326,10 +389,11 @@ async def recover(
     (no API key), unresolved creates make this fail: they cannot be settled without asking Campfire,
     and planning around them could create duplicates.
 
-    A create sent by a run that died may still land for up to ``settle_seconds`` (the read timeout)
-    after the run's last sign of life (its journal's last write). A look-up that finds nothing
-    before then proves nothing: recovery waits (up to ``MAX_SETTLE_WAIT``) and looks again, or fails,
-    keeping the journal, and says when to run again.
+    A create sent by a run that died may still land for up to ``settle_seconds`` after it was sent
+    (every send is journalled first, so the journal's last write bounds the last send). A look-up
+    that finds nothing before then proves nothing: recovery waits out the rest of the window
+    (``wait(seconds, count)``, asyncio.sleep by default; at most ``settle_seconds``) and looks again.
+    What is still not found then never landed, and the next plan creates it.
     """
     records = store.read_journal()
     if not records:
@@ -348,23 +412,16 @@ async def recover(
             "(the environment's api_key_env, CAMPFIRE_API_KEY by default) and run again."
         )
     folded = await _settle_replacements(client, folded, [r for r in unresolved if r.get("op") == "replacing"])
-    pending = [r for r in unresolved if r.get("op") == "intent"]
+    # A create sent more than once has an intent per send: the last one says what was sent last.
+    pending = list({r["address"]: r for r in unresolved if r.get("op") == "intent"}.values())
     found = await _look_up_intents(client, folded, pending)
     missing = [i for i in pending if i["address"] not in found]
     if missing:
         last_sign = max([_stamp(i.get("time")) for i in missing] + [store.journal_path.stat().st_mtime])
-        wait = last_sign + settle_seconds - time.time()
-        if wait > MAX_SETTLE_WAIT:
-            until = dt.datetime.fromtimestamp(last_sign + settle_seconds, dt.timezone.utc).strftime("%H:%M:%S UTC")
-            raise StateError(
-                f"{len(missing)} create(s) of an earlier run may still be in flight at Campfire (their look-up "
-                f"found nothing yet, and a request may take up to {settle_seconds:g} s): run again after {until}. "
-                f"The journal {store.journal_path.name} is kept."
-            )
-        if wait > 0:
-            if on_wait is not None:
-                on_wait(wait, len(missing))
-            await asyncio.sleep(wait)
+        # Bounded by the window itself, whatever the clock says of the journal's times.
+        seconds = min(settle_seconds, last_sign + settle_seconds - time.time())
+        if seconds > 0:
+            await (wait or _sleep)(seconds, len({i["address"] for i in missing}))
             found.update(await _look_up_intents(client, folded, missing))
     now = _now()
     for intent in pending:
@@ -422,6 +479,10 @@ async def _look_up_intents(
 
     pairs = await asyncio.gather(*(look_up(i) for i in intents))
     return {address: invoice for address, invoice in pairs if invoice is not None}
+
+
+async def _sleep(seconds: float, count: int) -> None:
+    await asyncio.sleep(seconds)
 
 
 def _managed_elsewhere(state: State, address: str) -> frozenset[int]:

@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 import traceback
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -112,6 +113,25 @@ async def _client(settings: Settings, *, required: bool) -> AsyncIterator[Campfi
         )
     else:
         yield None
+
+
+async def _countdown(seconds: float, count: int) -> None:
+    """Wait out an interrupted run's settle window: a live countdown on a terminal, a line a minute otherwise."""
+    deadline = time.monotonic() + seconds
+    what = f"{count} create{'s' if count != 1 else ''} of an interrupted run"
+    if sys.stderr.isatty():
+        while (left := deadline - time.monotonic()) > 0:
+            click.echo(f"\rWaiting {left:3.0f} s for {what} to settle (Campfire may still be committing "
+                       f"{'them' if count != 1 else 'it'})...", err=True, nl=False)
+            await asyncio.sleep(min(1.0, left))
+        click.echo("", err=True)
+        return
+    _echo(f"Waiting {seconds:.0f} s for {what} to settle (Campfire may still be committing "
+          f"{'them' if count != 1 else 'it'}); then looking again.", err=True)
+    while (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(60.0, left))
+        if deadline - time.monotonic() > 1:
+            _echo(f"  {deadline - time.monotonic():.0f} s left", err=True)
 
 
 def _retry_base() -> float:
@@ -253,12 +273,8 @@ async def _session(
     async with _client(settings, required=client_required) as client:
         state = _bind(store.load(), settings)
         if store.has_journal():
-            # The in-process sandbox died with the run that left the journal: nothing is in flight.
-            settle = 0.0 if settings.environment.endpoint == "sandbox" else settings.environment.timeout
             state, found = await recover(
-                store, state, client, settle_seconds=settle,
-                on_wait=lambda seconds, n: _echo(
-                    f"Waiting {seconds:.0f} s for {n} create(s) of an earlier run that may still be in flight...", err=True),
+                store, state, client, settle_seconds=settings.environment.settle_window, wait=_countdown,
             )
             _echo(f"Recovered the journal of an interrupted run ({found} create(s) of unknown outcome found in Campfire).", err=True)
         yield state, client
@@ -432,13 +448,14 @@ async def _apply_async(opts: Options, settings: Settings, store: StateStore, spe
                 _echo(render_plan(plan, "text", color=opts.color))
         else:
             remote = await _refreshed(state, client, settings, refresh_=refresh_, parallelism=parallelism, targets=targets)
+            recorded = state
             if remote:
                 state = with_remote_snapshots(state, remote)
             plan = make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None)
             if not opts.json:
                 _echo(render_plan(plan, "text", color=opts.color))
             if not has_changes(plan):
-                if remote:
+                if state != recorded:  # a refresh that found nothing new writes nothing (the serial stays)
                     store.save(state)
                 if opts.json:
                     _echo(render_apply_result(ApplyResult(outcomes=()), "json"))
@@ -447,10 +464,14 @@ async def _apply_async(opts: Options, settings: Settings, store: StateStore, spe
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        with _interrupts(loop, stop), _progress(opts, plan) as (on_outcome, streamed):
-            _state, result = await execute_plan(plan, store=store, state=state, client=client,
-                                                parallelism=parallelism, on_outcome=on_outcome, stop=stop)
-    _echo(render_apply_result(result, "json" if opts.json else "text", color=opts.color, only_failures=streamed))
+        settle = settings.environment.settle_window
+        with _interrupts(loop, stop):
+            async with _progress(opts, plan, settle) as reporter:
+                _state, result = await execute_plan(plan, store=store, state=state, client=client,
+                                                    parallelism=parallelism, on_outcome=reporter.on_outcome,
+                                                    stop=stop, settle=settle, on_wait=reporter.on_wait)
+    _echo(render_apply_result(result, "json" if opts.json else "text", color=opts.color,
+                              only_failures=reporter.streamed))
     return 1 if result.failed or result.interrupted else 0
 
 
@@ -471,12 +492,21 @@ def _interrupts(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Any:
             loop.remove_signal_handler(sig)
 
 
-@contextlib.contextmanager
-def _progress(opts: Options, plan: Plan) -> Any:
+@dataclass
+class _Reporter:
+    """How apply's progress reaches the user: outcome and settle-wait callbacks, and whether outcomes stream as lines."""
+
+    on_outcome: Callable[[Outcome], None] | None
+    on_wait: Callable[[str, float], None] | None
+    streamed: bool
+
+
+@contextlib.asynccontextmanager
+async def _progress(opts: Options, plan: Plan, settle: float) -> AsyncIterator[_Reporter]:
     """A progress bar on a terminal; one line per finished change otherwise (CI logs).
 
-    Yields the outcome callback and whether outcomes are streamed as lines (so the summary need not
-    repeat them).
+    Creates waiting out their settle window show as a countdown beside the bar on a terminal; in a
+    log, as a line when the wait starts and a line a minute while any wait is open.
     """
     actionable = [c for c in plan.changes if c.action is not Action.NOOP and not c.blocked]
     total = len(actionable)
@@ -484,25 +514,66 @@ def _progress(opts: Options, plan: Plan) -> Any:
         "address_width": max((len(c.address) for c in actionable), default=0),
         "action_width": max((len(c.action.value) for c in actionable), default=0),
     }
+    waits: dict[str, float] = {}  # address -> when its settle window closes (time.monotonic())
+
+    def waiting() -> str:
+        if not waits:
+            return ""
+        left = max(0.0, max(waits.values()) - time.monotonic())
+        n = len(waits)
+        return f"{n} create{'s' if n != 1 else ''} settling, {left:.0f} s left"
+
     if opts.json:
-        yield None, False
+        yield _Reporter(None, None, False)
         return
     if sys.stderr.isatty() and not opts.no_color and "NO_COLOR" not in os.environ:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        with Progress(TextColumn("Applying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:
-            task = bar.add_task("apply", total=total)
+        columns = (TextColumn("Applying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[settle]}"))
+        with Progress(*columns, transient=True) as bar:
+            task = bar.add_task("apply", total=total, settle="")
 
             def advance(outcome: Outcome) -> None:
-                bar.advance(task)
+                waits.pop(outcome.address, None)
+                bar.update(task, advance=1, settle=waiting())
 
-            yield advance, False
+            def wait(address: str, deadline: float) -> None:
+                waits[address] = deadline
+                bar.update(task, settle=waiting())
+
+            async def tick() -> None:
+                while True:
+                    await asyncio.sleep(1.0)
+                    bar.update(task, settle=waiting())
+
+            ticker = asyncio.get_running_loop().create_task(tick())
+            try:
+                yield _Reporter(advance, wait, False)
+            finally:
+                ticker.cancel()
         return
 
     def line(outcome: Outcome) -> None:
+        waits.pop(outcome.address, None)
         _echo(render_outcome(outcome, color=False, **widths))
 
-    yield line, True
+    def wait_line(address: str, deadline: float) -> None:
+        waits[address] = deadline
+        _echo(f"  {address}: its answer was lost and a look-up has not found it yet; looking again in "
+              f"{max(0.0, deadline - time.monotonic()):.0f} s, when the {settle:g} s settle window has passed", err=True)
+
+    async def minutely() -> None:
+        while True:
+            await asyncio.sleep(60.0)
+            if waits:
+                _echo(f"  Waiting: {waiting()}", err=True)
+
+    ticker = asyncio.get_running_loop().create_task(minutely())
+    try:
+        yield _Reporter(line, wait_line, True)
+    finally:
+        ticker.cancel()
 
 
 @cli.command()
@@ -562,7 +633,9 @@ def refresh_cmd(ctx: click.Context, /, parallelism: int, lock_timeout: float, **
         async with _session(settings, store, client_required=True) as (state, client):
             assert client is not None
             remote = await refresh(state, client, parallelism=parallelism)
-            store.save(with_remote_snapshots(state, remote))
+            refreshed = with_remote_snapshots(state, remote)
+            if refreshed != state:  # nothing new: the state file is left as it is, serial included
+                store.save(refreshed)
             return len(remote), sorted(a for a, inv in remote.items() if inv is None)
 
     with store.lock("refresh", _lock_timeout(lock_timeout)):

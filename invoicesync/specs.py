@@ -2,7 +2,9 @@
 
 Owns: finding spec files (recursively, sorted by path), template variables (environment ``vars``,
 ``var_files``, ``--var-file``, ``--var``), Jinja2 rendering of ``*.j2`` files in a sandbox with
-``StrictUndefined`` and no loader, YAML parsing (safe, bounded, floats read as ``Decimal``), file
+``StrictUndefined`` and no loader, YAML parsing (safe, bounded, floats read as ``Decimal``, numbers
+written in YAML 1.1-only forms such as ``000123``, ``12:30``, ``0x1F`` or ``1_000`` kept as the text
+written: a string field takes the text, a number field refuses it), file
 ``defaults``, ``lifecycle``, derived fields (``due_date`` from ``terms``, line ``amount`` from
 ``quantity`` x ``rate``), validation against :class:`~invoicesync.models.InvoiceBody`, workspace-wide
 uniqueness of addresses, invoice numbers (per entity) and spec-set ``source_id``s, and the source
@@ -26,12 +28,14 @@ import os
 import re
 import signal
 import threading
+import types
+import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import jinja2
 import simplejson
@@ -49,6 +53,7 @@ from invoicesync.models import (
     LINE_FIELDS,
     DesiredInvoice,
     InvoiceBody,
+    InvoiceLine,
     Lifecycle,
     Terms,
     body_digest,
@@ -144,8 +149,10 @@ def parse_cli_var(text: str) -> tuple[str, Any]:
     """Split ``--var key=value``; the value is read as a YAML scalar, as Helm's ``--set`` does.
 
     ``period=2025-07-01`` gives a date, ``seats=3`` an int, ``rate=0.1`` a ``Decimal``, ``flag=true``
-    a bool, ``code='007'`` the string ``007``; ``note=`` an empty string. A value YAML would read as
-    a list or mapping is kept as the plain string. ``key`` may be dotted (``customer.seats=3``).
+    a bool, ``code='007'`` the string ``007``; ``note=`` an empty string. As in spec files, a number
+    in a YAML 1.1-only form stays the text written (``code=007``, ``at=12:30``, ``mask=0x1F``). A
+    value YAML would read as a list or mapping is kept as the plain string. ``key`` may be dotted
+    (``customer.seats=3``).
     """
     key, sep, raw = text.partition("=")
     key = key.strip()
@@ -431,6 +438,11 @@ def _template_line(exc: BaseException, filename: str) -> int | None:
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+if TYPE_CHECKING:
+    _LoaderMixinBase = yaml.SafeLoader
+else:
+    _LoaderMixinBase = object
+
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
@@ -441,6 +453,76 @@ _BINARY = "tag:yaml.org,2002:binary"
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _MERGE = "tag:yaml.org,2002:merge"
+# Plain scalars YAML 1.1 reads as numbers, written in a form kept as text (see _AsWritten).
+_WRITTEN_INT = "tag:invoicesync,2025:as-written-int"
+_WRITTEN_FLOAT = "tag:invoicesync,2025:as-written-float"
+_WRITTEN_OCTAL = "tag:invoicesync,2025:as-written-0o"
+
+_CANONICAL_INT_RE = re.compile(r"0|-?[1-9][0-9]*")
+_OCTAL_0O_RE = re.compile(r"[-+]?0o[0-7_]+")
+
+
+class _AsWritten(str):
+    """A plain scalar that YAML 1.1 reads as a number, kept as the text written.
+
+    ``number`` is what YAML 1.1 reads. ``pitfall`` names the YAML 1.1 form (``sexagesimal`` for
+    ``12:30``, ``octal`` for ``000123``, ``hex``, ``binary``, ``octal-1.2`` for ``0o17``, and
+    ``underscore`` for ``1_000``) when YAML 1.2 would not read the same number, and is None for
+    spellings both agree on (``+12``, ``012.5``, ``1.5e+3``). A string field takes the text; a number
+    field takes ``number``, or refuses a pitfall (see :func:`_not_a_number`).
+    """
+
+    number: int | Decimal
+    pitfall: str | None
+
+
+def _as_written(text: str, number: int | Decimal, octal_0o: bool = False) -> _AsWritten:
+    value = _AsWritten(text)
+    value.number = number
+    bare = text.lstrip("+-").lower()
+    if ":" in bare:
+        value.pitfall = "sexagesimal"
+    elif octal_0o:
+        value.pitfall = "octal-1.2"
+    elif bare.startswith("0x"):
+        value.pitfall = "hex"
+    elif bare.startswith("0b"):
+        value.pitfall = "binary"
+    elif isinstance(number, int) and bare.startswith("0") and len(bare) > 1:
+        value.pitfall = "octal"
+    elif "_" in bare:
+        value.pitfall = "underscore"
+    else:
+        value.pitfall = None
+    return value
+
+
+def _not_a_number(value: _AsWritten) -> str:
+    """Why a number field refuses ``value``, and what to write instead."""
+    number, pitfall = value.number, value.pitfall
+    quote = "or quote it if you mean text"
+    if pitfall == "octal":
+        written = int(value.replace("_", ""), 10)
+        return (
+            f"{value} is not a number (YAML 1.1 would read it as octal {number}); "
+            f"write {written} (or {number} if you meant octal), {quote}"
+        )
+    if pitfall == "octal-1.2":
+        return f"{value} is not a number (YAML 1.2 would read it as octal {number}); write {number} {quote}"
+    reading = f"{pitfall} {number}" if pitfall in ("sexagesimal", "hex", "binary") else str(number)
+    return f"{value} is not a number (YAML 1.1 would read it as {reading}); write {number} {quote}"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every :class:`_AsWritten` in it settled: a pitfall as its text, any other as its number."""
+    cls = value.__class__
+    if cls is _AsWritten:
+        return str(value) if value.pitfall is not None else value.number
+    if cls is dict:
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if cls is list:
+        return [_plain(v) for v in value]
+    return value
 
 
 def _decimal_from_yaml(text: str) -> Decimal:
@@ -471,13 +553,17 @@ class _YamlLimit(yaml.MarkedYAMLError):
     pass
 
 
-class _SpecYamlLoader(_BaseLoader):  # type: ignore[misc]
-    """Safe loading with the C parser, Decimal floats, bounded depth and alias expansion.
+class _SpecYamlMixin(_LoaderMixinBase):
+    """Safe loading with Decimal floats, numbers as written, bounded depth and alias expansion.
 
     ``build`` replaces PyYAML's generator-based constructor: it constructs the same values as
     ``SafeLoader`` for the core tags (and refuses the rare others), counts every value with its
     alias expansions against :data:`MAX_NODES`, refuses recursive aliases and nesting deeper than
     :data:`MAX_DEPTH`, and reports duplicate keys instead of silently keeping the last.
+
+    A plain scalar YAML 1.1 reads as a number but that is not written as a plain decimal (``000123``,
+    ``12:30``, ``0x1F``, ``1_000``, ``+12``) is built as :class:`_AsWritten`, so that a string field
+    keeps its text; ``written`` counts them, so that values without any skip settling them.
     """
 
     def __init__(self, stream: str | bytes) -> None:
@@ -485,6 +571,7 @@ class _SpecYamlLoader(_BaseLoader):  # type: ignore[misc]
         self._memo: dict[int, tuple[Any, int, int]] = {}
         self._building: set[int] = set()
         self.count = 0
+        self.written = 0
 
     def resolve(self, kind: type[yaml.Node], value: str, implicit: tuple[bool, bool]) -> str:
         """The tag of an untagged node; plain scalars' tags are cached (the resolver's regexes are slow)."""
@@ -493,7 +580,7 @@ class _SpecYamlLoader(_BaseLoader):  # type: ignore[misc]
                 return _STR  # quoted: always a string
             tag = _TAG_CACHE.get(value)
             if tag is None:
-                tag = super().resolve(kind, value, implicit)
+                tag = _written_tag(value, super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
                 if len(value) <= 64 and len(_TAG_CACHE) < 100_000:
                     _TAG_CACHE[value] = tag
             return tag
@@ -635,12 +722,47 @@ class _SpecYamlLoader(_BaseLoader):  # type: ignore[misc]
                 return node.value  # looks like a date but is not one: validation says where
         if tag == _BINARY:
             return self.construct_yaml_binary(node)
+        if tag == _WRITTEN_INT or tag == _WRITTEN_OCTAL:
+            self.written += 1
+            text = node.value
+            if tag == _WRITTEN_OCTAL:
+                return _as_written(text, int(text.replace("_", "").replace("0o", "", 1), 8), octal_0o=True)
+            return _as_written(text, self.construct_yaml_int(node))
+        if tag == _WRITTEN_FLOAT:
+            self.written += 1
+            try:
+                return _as_written(node.value, _decimal_from_yaml(node.value))
+            except decimal.InvalidOperation:
+                self.fail(node, f"{node.value!r} is not a number")
         if not isinstance(node, yaml.ScalarNode):  # pragma: no cover
             self.fail(node, "a plain value was expected")
         self.fail(node, f"unsupported YAML tag {tag}")
 
 
-def _compose(text: str) -> tuple[_SpecYamlLoader, yaml.Node | None]:
+def _written_tag(value: str, tag: str) -> str:
+    """``tag``, or an as-written tag for a number not written as a plain decimal (a 0o octal too)."""
+    if tag == _INT:
+        return tag if _CANONICAL_INT_RE.fullmatch(value) else _WRITTEN_INT
+    if tag == _FLOAT:
+        try:
+            canonical = str(_decimal_from_yaml(value)) == value
+        except decimal.InvalidOperation:
+            canonical = True  # _scalar says it is not a number
+        return tag if canonical else _WRITTEN_FLOAT
+    if tag == _STR and "0o" in value[:3]:
+        return _WRITTEN_OCTAL if _OCTAL_0O_RE.fullmatch(value) else tag
+    return tag
+
+
+class _SpecYamlLoader(_SpecYamlMixin, _BaseLoader):  # type: ignore[misc]
+    """The spec loader: libyaml's parser when PyYAML was built with it (much faster), else PyYAML's own."""
+
+
+class _PySpecYamlLoader(_SpecYamlMixin, yaml.SafeLoader):
+    """The spec loader on PyYAML's pure Python parser; it must read every document as :class:`_SpecYamlLoader` does."""
+
+
+def _compose(text: str) -> tuple[_SpecYamlMixin, yaml.Node | None]:
     # libyaml reads UTF-8 bytes faster than it reads a str.
     loader = _SpecYamlLoader(text.encode("utf-8", "surrogatepass"))
     try:
@@ -663,9 +785,11 @@ def _yaml_error(exc: yaml.YAMLError, rel: str) -> SpecError:
 
 
 def _yaml_load_small(text: str) -> Any:
+    """A small document (a --var value, a var file) as plain values: numbers as written are settled."""
     loader, node = _compose(text)
     try:
-        return None if node is None else loader.build(node)
+        value = None if node is None else loader.build(node)
+        return _plain(value) if loader.written else value
     finally:
         loader.dispose()
 
@@ -735,6 +859,7 @@ class _FileContext:
     rel: str
     defaults: dict[str, Any]
     defaults_node: yaml.Node | None
+    defaults_written: bool = False
 
 
 class _Loader:
@@ -851,7 +976,7 @@ class _Loader:
         finally:
             loader.dispose()
 
-    def _document(self, loader: _SpecYamlLoader, root: yaml.Node | None, rel: str) -> None:
+    def _document(self, loader: _SpecYamlMixin, root: yaml.Node | None, rel: str) -> None:
         if not isinstance(root, yaml.MappingNode):
             line = root.start_mark.line + 1 if root is not None else None
             what = "the file is empty" if root is None or _is_null(root) else "the top level is not a mapping"
@@ -861,13 +986,16 @@ class _Loader:
             return
         defaults: dict[str, Any] = {}
         defaults_node: yaml.Node | None = None
+        defaults_written = False
         invoices_node: yaml.Node | None = None
         invoices_line: int | None = None
         for key_node, value_node in root.value:
             line = key_node.start_mark.line + 1
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             if key == "defaults":
+                written = loader.written
                 value = loader.build(value_node, 1)
+                defaults_written = loader.written != written
                 if value is None:
                     continue
                 if not isinstance(value, dict):
@@ -895,7 +1023,7 @@ class _Loader:
                 SpecError(SourceLocation(rel, invoices_line), "invoices must be a mapping of address -> invoice")
             )
             return
-        ctx = _FileContext(rel, defaults, defaults_node)
+        ctx = _FileContext(rel, defaults, defaults_node, defaults_written)
         pairs = invoices_node.value
         for i, (key_node, value_node) in enumerate(pairs):
             # Release each invoice's nodes once done: the graph of a 10k-invoice template is large.
@@ -909,7 +1037,7 @@ class _Loader:
             self._invoice(loader, key_node.value, value_node, where, ctx)
 
     def _invoice(
-        self, loader: _SpecYamlLoader, address: str, node: yaml.Node, where: SourceLocation, ctx: _FileContext
+        self, loader: _SpecYamlMixin, address: str, node: yaml.Node, where: SourceLocation, ctx: _FileContext
     ) -> None:
         errors: list[SpecError] = []
         address_ok = False
@@ -937,7 +1065,7 @@ class _Loader:
 
     def _invoice_body(
         self,
-        loader: _SpecYamlLoader,
+        loader: _SpecYamlMixin,
         address: str,
         node: yaml.Node,
         where: SourceLocation,
@@ -945,6 +1073,7 @@ class _Loader:
         errors: list[SpecError],
         address_ok: bool,
     ) -> None:
+        written = loader.written
         raw = loader.build(node, 2)
         if raw is None:
             raw = {}
@@ -961,6 +1090,9 @@ class _Loader:
                 SpecError(SourceLocation(ctx.rel, line or where.line), problem, address=address, field=field_path(loc))
             )
 
+        refused: set[tuple[Any, ...]] = set()
+        if loader.written != written or ctx.defaults_written:
+            data = _settle_as_written(data, error, refused)
         lifecycle = _lifecycle(data.pop("lifecycle", None), error)
         for key in [k for k in data if not isinstance(k, str)]:
             error((), f"field names are strings, got {key!r}")
@@ -977,6 +1109,8 @@ class _Loader:
             for err in exc.errors(include_url=False, include_context=True):
                 loc = err["loc"]
                 if skip_due_missing and err["type"] == "missing" and loc == ("due_date",):
+                    continue
+                if loc in refused:
                     continue
                 error(loc, _problem(err, loc))
             return
@@ -1047,6 +1181,67 @@ class _Loader:
         else:
             return True  # terms's own error lists the allowed values
         return False
+
+
+def _field_kind(annotation: Any) -> str:
+    """``text`` for a string field, ``number`` for an int or Decimal, ``numbers`` for a list of them, else ``other``."""
+
+    def bare(tp: Any) -> Any:
+        return typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Annotated else tp
+
+    origin = typing.get_origin(annotation)
+    members = typing.get_args(annotation) if origin in (typing.Union, types.UnionType) else (annotation,)
+    kinds = set()
+    for member in (bare(m) for m in members if m is not type(None)):
+        if member is str:
+            kinds.add("text")
+        elif member is int or member is Decimal:
+            kinds.add("number")
+        elif typing.get_origin(member) is list and bare(typing.get_args(member)[0]) in (int, Decimal):
+            kinds.add("numbers")
+        else:
+            kinds.add("other")
+    return kinds.pop() if len(kinds) == 1 else "other"
+
+
+_BODY_KINDS = {name: _field_kind(f.annotation) for name, f in InvoiceBody.model_fields.items()}
+_LINE_KINDS = {name: _field_kind(f.annotation) for name, f in InvoiceLine.model_fields.items()}
+
+
+def _settle_as_written(data: dict[str, Any], error: Any, refused: set[tuple[Any, ...]]) -> dict[str, Any]:
+    """``data`` with its :class:`_AsWritten` values settled by field type (new containers; shared defaults stay as they are).
+
+    A string field takes the text as written; a number field takes the number, or refuses a YAML 1.1
+    pitfall with an error (the value becomes None, and its loc goes into ``refused`` so that
+    validation does not say it again); any other field gets :func:`_plain`.
+    """
+
+    def settle(value: Any, kind: str, loc: tuple[Any, ...]) -> Any:
+        if value.__class__ is _AsWritten:
+            if kind == "text":
+                return str(value)
+            if kind == "number" and value.pitfall is not None:
+                error(loc, _not_a_number(value))
+                refused.add(loc)
+                return None
+        elif kind == "numbers" and value.__class__ is list:
+            return [settle(item, "number", (*loc, i)) for i, item in enumerate(value)]
+        return _plain(value)
+
+    def settle_fields(fields: dict[Any, Any], kinds: Mapping[str, str], loc: tuple[Any, ...]) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        for key, value in fields.items():
+            name = _plain(key)
+            if not loc and name == "lines" and value.__class__ is list:
+                out[name] = [
+                    settle_fields(line, _LINE_KINDS, ("lines", i)) if line.__class__ is dict else _plain(line)
+                    for i, line in enumerate(value)
+                ]
+            else:
+                out[name] = settle(value, kinds.get(name, "other"), (*loc, name))
+        return out
+
+    return settle_fields(data, _BODY_KINDS, ())
 
 
 def _is_null(node: yaml.Node) -> bool:

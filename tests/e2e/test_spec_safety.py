@@ -7,6 +7,7 @@ endpoint, so nothing here needs a server, a key or the network; neither command 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,31 @@ def test_two_invoices_with_one_source_id_name_both(offline: Workspace) -> None:
     _assert_spec_error(
         offline, "specs/b.yaml:10:", 'invoice "acme-2025-08"', "source_id", "'crm-1'", "'acme-2025-07'", "specs/a.yaml:7"
     )
+
+
+# --- values as written -------------------------------------------------------------------------------
+
+
+def test_a_yaml_1_1_number_in_a_number_field_is_refused_with_its_reading(offline: Workspace) -> None:
+    offline.write("specs/acme.yaml", ACME.replace("rate: 50", "rate: 1:30"))
+    _assert_spec_error(
+        offline,
+        'specs/acme.yaml:14: invoice "acme-2025-07": lines[0].rate: 1:30 is not a number '
+        "(YAML 1.1 would read it as sexagesimal 90); write 90 or quote it if you mean text",
+    )
+
+
+def test_a_var_in_a_yaml_1_1_form_is_refused_where_it_lands(offline: Workspace) -> None:
+    offline.write("specs/acme.yaml.j2", ACME.replace("rate: 50", "rate: {{ rate }}"))
+    offline.write("vars.yaml", "rate: 0x1F\n")
+    for args in (("--var", "rate=0x1F"), ("--var-file", "vars.yaml")):
+        _assert_spec_error(offline, "specs/acme.yaml.j2:14:", "lines[0].rate: 0x1F is not a number", "hex 31", args=args)
+
+
+def test_string_fields_keep_yaml_1_1_numbers_as_written_in_the_plan(offline: Workspace) -> None:
+    offline.write("specs/acme.yaml", ACME.replace("ACME-2025-07", "000123").replace("    lines:\n", "    purchase_order_number: 12:30\n    lines:\n", 1))
+    assert offline.run("validate").exit_code == 0
+    result = offline.run("plan", "--refresh=false", "--format", "json")
+    assert result.exit_code == 0, result.output
+    (change,) = json.loads(result.stdout)["changes"]
+    assert (change["body"]["invoice_number"], change["body"]["purchase_order_number"]) == ("000123", "12:30")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
@@ -80,24 +80,50 @@ class Change:
     field_changes: tuple[FieldChange, ...] = ()
     lifecycle: Mapping[str, Any] = field(default_factory=dict)  # {"prevent_destroy": bool, "on_remove": str}
     location: str | None = None  # where the spec declares it ("specs/acme.yaml:3")
-    currency: str = "USD"
+    # the invoice's ISO currency; None when it is not known (no spec currency, and neither the entity's
+    # nor Campfire's word for it was at hand): then the money is in "entity N's currency"
+    currency: str | None = "USD"
     amount: Decimal = Decimal(0)  # invoice total after the change (0 for removals)
     # the currency of ``amount_before`` when it differs from ``currency`` (an update or replace that
-    # changes the invoice currency); None means the same as ``currency``
+    # changes the invoice currency); None means the same as ``currency``, unless ``entity_before`` is set
     currency_before: str | None = None
     amount_before: Decimal = Decimal(0)  # invoice total before (0 for creates)
     reason: str | None = None  # why, when not obvious: "deleted outside invoicesync", "replace requested", "drift"
     blocked: str | None = None  # set when the change cannot be carried out ("invoice is paid in Campfire")
+    entity: int | None = None  # the invoice's entity (the body's; for removals, the body last applied)
+    # set only when the currency of ``amount_before`` is not known and is not that of ``amount``: the
+    # entity whose currency it is (``currency_before`` is then None)
+    entity_before: int | None = None
+
+    @property
+    def money_key(self) -> MoneyKey:
+        """The currency ``amount`` is in: ``(code, None)``, or ``(None, entity)`` when not known."""
+        return (self.currency, None) if self.currency else (None, self.entity)
+
+    @property
+    def money_key_before(self) -> MoneyKey:
+        """The currency ``amount_before`` is in (see ``money_key``)."""
+        if self.currency_before:
+            return (self.currency_before, None)
+        if self.entity_before is not None:
+            return (None, self.entity_before)
+        return self.money_key
+
+
+#: A currency as the plan knows it: ``("EUR", None)``, or ``(None, 55)`` for "entity 55's currency, not
+#: known". Totals are kept per key, so an unknown currency is never summed with a known one.
+MoneyKey = tuple[str | None, int | None]
 
 
 @dataclass(frozen=True)
 class CurrencyTotals:
-    """Money impact of a plan in one currency."""
+    """Money impact of a plan in one currency (``currency`` None: entity ``entity``'s, not known)."""
 
-    currency: str
+    currency: str | None
     create: Decimal = Decimal(0)  # sum of totals of invoices created
     update: Decimal = Decimal(0)  # sum of (after - before) over updates
     remove: Decimal = Decimal(0)  # sum of totals of invoices voided/deleted (positive number)
+    entity: int | None = None  # set with currency None: whose currency these amounts are in
 
     @property
     def net(self) -> Decimal:
@@ -123,13 +149,17 @@ class InvoiceMoney:
 
 @dataclass(frozen=True)
 class ManagedMoney:
-    """What the state manages in one currency, before the plan's changes (voided invoices left out)."""
+    """What the state manages in one currency, before the plan's changes (voided invoices left out).
 
-    currency: str
+    ``currency`` None (in a plan only): entity ``entity``'s currency, which is not known.
+    """
+
+    currency: str | None
     invoices: int
     invoiced: Decimal
     paid: Decimal
     due: Decimal
+    entity: int | None = None
 
 
 @dataclass(frozen=True)
@@ -164,17 +194,33 @@ def invoice_money(record: InvoiceRecord, live: Mapping[str, Any] | None = None) 
 def managed_money(
     state: State, remote: Mapping[str, Mapping[str, Any] | None] | None = None
 ) -> tuple[ManagedMoney, ...]:
-    """Invoiced, paid and due per currency over every invoice the state manages (voided ones left out)."""
-    sums: dict[str, tuple[int, Decimal, Decimal, Decimal]] = {}
+    """Invoiced, paid and due per currency over every invoice the state manages (voided ones left out).
+
+    An invoice whose currency neither Campfire nor its body names counts as USD here (``show``); a
+    plan counts it in its entity's currency instead (see ``make_plan``).
+    """
+    return _sum_managed(state, remote, lambda _address, _record, money: (money.currency, None))
+
+
+def _sum_managed(
+    state: State,
+    remote: Mapping[str, Mapping[str, Any] | None] | None,
+    key_of: Callable[[str, InvoiceRecord, InvoiceMoney], MoneyKey],
+) -> tuple[ManagedMoney, ...]:
+    sums: dict[MoneyKey, tuple[int, Decimal, Decimal, Decimal]] = {}
     live_by_address = remote or {}
     for address, record in state.invoices.items():
         money = invoice_money(record, live_by_address.get(address))
         if money.voided:
             continue
-        n, i, p, d = sums.get(money.currency, (0, Decimal(0), Decimal(0), Decimal(0)))
+        key = key_of(address, record, money)
+        n, i, p, d = sums.get(key, (0, Decimal(0), Decimal(0), Decimal(0)))
         add = MONEY_CONTEXT.add
-        sums[money.currency] = (n + 1, add(i, money.invoiced), add(p, money.paid), add(d, money.due))
-    return tuple(ManagedMoney(c, n, i, p, d) for c, (n, i, p, d) in sorted(sums.items()))
+        sums[key] = (n + 1, add(i, money.invoiced), add(p, money.paid), add(d, money.due))
+    return tuple(
+        ManagedMoney(key[0], n, i, p, d, entity=None if key[0] else key[1])
+        for key, (n, i, p, d) in sorted(sums.items(), key=lambda item: _money_key_order(item[0]))
+    )
 
 
 @dataclass(frozen=True)
@@ -229,12 +275,19 @@ def make_plan(
     targets: Sequence[str] = (),
     replace: Sequence[str] = (),
     refreshed: bool = False,
+    entity_currencies: Mapping[int, str] | None = None,
 ) -> Plan:
     """Decide what apply must do for every address, sorted by address, no-ops included.
 
     ``remote`` holds the refresh results: the invoice as Campfire returned it, or ``None`` when
     Campfire answered 404; an address missing from it was not refreshed. ``targets`` and ``replace``
-    are address globs (``fnmatch``). Raises ``PlanError`` for duplicate addresses, a glob that
+    are address globs (``fnmatch``).
+
+    ``entity_currencies`` maps entity ids to their ISO currency (Campfire's ``GET /coa/api/entity``).
+    A change's currency is its body's ``currency``; else its entity's; else the one Campfire reported
+    for that invoice (refreshed, or the state's snapshot); else the one Campfire reported for another
+    invoice of the same entity that names no currency itself; else it is not known (``None``), and its
+    money is kept apart as "entity N's currency", never taken for USD. Raises ``PlanError`` for duplicate addresses, a glob that
     matches nothing, or any invoice protected by ``lifecycle.prevent_destroy`` that the plan would
     void, delete or replace (all of them are listed).
     """
@@ -251,6 +304,7 @@ def make_plan(
     selected = _select_targets(by_address.keys() | records.keys(), targets)
     replacing = _select_replacements(replace, selected, by_address, records)
     live_by_address: Mapping[str, Mapping[str, Any] | None] = remote or {}
+    money = _Currencies.of(state, live_by_address, entity_currencies or {})
 
     changes: list[Change] = []
     protected: list[Change] = []
@@ -261,13 +315,13 @@ def make_plan(
         live = live_by_address.get(address)
         if record is None:
             assert spec is not None  # selected addresses come from the specs or the state
-            change = _create(spec, state.lineage)
+            change = _create(spec, state.lineage, money)
         elif spec is None:
-            change = _removal(address, record, refreshed_here, live)
+            change = _removal(address, record, refreshed_here, live, money)
         elif address in replacing:
-            change = _replacement(spec, record, state.lineage, refreshed_here, live)
+            change = _replacement(spec, record, state.lineage, refreshed_here, live, money)
         else:
-            change = _existing(spec, record, state.lineage, refreshed_here, live)
+            change = _existing(spec, record, state.lineage, refreshed_here, live, money)
         if _destroys(change) and change.lifecycle.get("prevent_destroy"):
             protected.append(change)
         changes.append(change)
@@ -282,7 +336,7 @@ def make_plan(
         changes=tuple(changes),
         refreshed=refreshed,
         targets=tuple(targets),
-        managed=managed_money(state, remote),
+        managed=_sum_managed(state, remote, money.managed_key),
     )
 
 
@@ -321,7 +375,7 @@ def check_saved_plan(
 
 
 def plan_totals(plan: Plan) -> tuple[CurrencyTotals, ...]:
-    """The money impact per currency, sorted by currency.
+    """The money impact per currency, sorted by currency (currencies not known last, by entity).
 
     Created invoices count in ``create``, the change of total of updated ones in ``update``, the
     totals of voided and deleted ones in ``remove``; a replace counts its new invoice as created and
@@ -329,20 +383,20 @@ def plan_totals(plan: Plan) -> tuple[CurrencyTotals, ...]:
     changes will not happen so they count nowhere. A currency appears when a change that will be
     carried out touches it, even if its amounts do not move.
     """
-    create: dict[str, Decimal] = {}
-    update: dict[str, Decimal] = {}
-    remove: dict[str, Decimal] = {}
-    seen: set[str] = set()
+    create: dict[MoneyKey, Decimal] = {}
+    update: dict[MoneyKey, Decimal] = {}
+    remove: dict[MoneyKey, Decimal] = {}
+    seen: set[MoneyKey] = set()
 
-    def add(bucket: dict[str, Decimal], currency: str, amount: Decimal) -> None:
-        seen.add(currency)
-        bucket[currency] = MONEY_CONTEXT.add(bucket.get(currency, Decimal(0)), amount)
+    def add(bucket: dict[MoneyKey, Decimal], key: MoneyKey, amount: Decimal) -> None:
+        seen.add(key)
+        bucket[key] = MONEY_CONTEXT.add(bucket.get(key, Decimal(0)), amount)
 
     for change in plan.changes:
         if change.action is Action.NOOP or change.blocked:
             continue
-        new = change.currency
-        old = change.currency_before or change.currency
+        new = change.money_key
+        old = change.money_key_before
         if change.action is Action.CREATE:
             add(create, new, change.amount)
         elif change.action is Action.UPDATE:
@@ -360,13 +414,19 @@ def plan_totals(plan: Plan) -> tuple[CurrencyTotals, ...]:
             seen.add(old)
     return tuple(
         CurrencyTotals(
-            currency=currency,
-            create=create.get(currency, Decimal(0)),
-            update=update.get(currency, Decimal(0)),
-            remove=remove.get(currency, Decimal(0)),
+            currency=key[0],
+            create=create.get(key, Decimal(0)),
+            update=update.get(key, Decimal(0)),
+            remove=remove.get(key, Decimal(0)),
+            entity=None if key[0] else key[1],
         )
-        for currency in sorted(seen)
+        for key in sorted(seen, key=_money_key_order)
     )
+
+
+def _money_key_order(key: MoneyKey) -> tuple[bool, str, int]:
+    """Known currencies first, by code; then the unknown ones, by entity."""
+    return (key[0] is None, key[0] or "", key[1] if key[1] is not None else -1)
 
 
 COUNT_KEYS: tuple[str, ...] = ("create", "update", "replace", "remove", "noop", "blocked")
@@ -418,8 +478,96 @@ def _lifecycle_of(spec: DesiredInvoice) -> dict[str, Any]:
     return {"prevent_destroy": spec.lifecycle.prevent_destroy, "on_remove": spec.lifecycle.on_remove}
 
 
-def _currency_of(body: Mapping[str, Any]) -> str:
-    return str(body.get("currency") or "USD")
+def _entity_of(body: Mapping[str, Any]) -> int | None:
+    entity = body.get("entity")
+    return entity if isinstance(entity, int) and not isinstance(entity, bool) else None
+
+
+def _named_currency(body: Mapping[str, Any]) -> str | None:
+    currency = body.get("currency")
+    return str(currency) if currency else None
+
+
+@dataclass(frozen=True)
+class _Currencies:
+    """Where a change's currency comes from when its body names none (see ``make_plan``)."""
+
+    entities: Mapping[int, str]  # as Campfire lists its entities
+    seen: Mapping[int, str]  # entity -> the currency Campfire reported for its invoices that name none
+    live: Mapping[str, Mapping[str, Any] | None]
+
+    @classmethod
+    def of(
+        cls, state: State, live: Mapping[str, Mapping[str, Any] | None], entities: Mapping[int, str]
+    ) -> _Currencies:
+        found: dict[int, set[str]] = {}
+        for address, record in state.invoices.items():
+            entity = _entity_of(record.body)
+            if entity is None or _named_currency(record.body):
+                continue  # an invoice that names its currency says nothing of its entity's
+            reported = cls._reported(record, live.get(address), address in live)
+            if reported:
+                found.setdefault(entity, set()).add(reported)
+        # Invoices of one entity that disagree (its currency changed?) settle nothing.
+        seen = {entity: next(iter(codes)) for entity, codes in found.items() if len(codes) == 1}
+        return cls(entities, seen, live)
+
+    @staticmethod
+    def _reported(record: InvoiceRecord, live: Mapping[str, Any] | None, refreshed: bool) -> str | None:
+        """What Campfire says this invoice's currency is: as refreshed now, else as the state last saw it."""
+        if refreshed:
+            if live is None:
+                return None  # deleted in Campfire
+            currency = RemoteSnapshot.from_response(live).currency
+            if currency:
+                return currency
+        return record.remote.currency if record.remote is not None else None
+
+    def of_body(self, body: Mapping[str, Any], address: str, record: InvoiceRecord | None = None) -> str | None:
+        """The currency of ``body``, to be (or already) applied at ``address``, whose invoice is ``record``'s."""
+        named = _named_currency(body)
+        if named:
+            return named
+        entity = _entity_of(body)
+        if entity is not None and entity in self.entities:
+            return str(self.entities[entity])
+        # The invoice's own currency, as Campfire reported it, is its entity's when its applied body
+        # named none (and the entity is the same one).
+        if record is not None and not _named_currency(record.body) and _entity_of(record.body) == entity:
+            reported = self._reported(record, self.live.get(address), address in self.live)
+            if reported:
+                return reported
+        if entity is not None:
+            return self.seen.get(entity)
+        return None
+
+    def managed_key(self, address: str, record: InvoiceRecord, money: InvoiceMoney) -> MoneyKey:
+        """The currency a managed invoice's money is in: Campfire's word, its body's, else as for a change."""
+        reported = self._reported(record, self.live.get(address), address in self.live)
+        currency = reported or self.of_body(record.body, address, record)
+        return (currency, None) if currency else (None, _entity_of(record.body))
+
+    def money(
+        self, address: str, body: Mapping[str, Any] | None, record: InvoiceRecord | None
+    ) -> dict[str, Any]:
+        """``currency``, ``entity``, ``currency_before`` and ``entity_before`` of a change.
+
+        ``body`` is what the change applies (None for removals), ``record`` what the state holds.
+        """
+        after_body = body if body is not None else (record.body if record is not None else {})
+        currency = self.of_body(after_body, address, record)
+        entity = _entity_of(after_body)
+        fields: dict[str, Any] = {"currency": currency, "entity": entity}
+        if body is None or record is None:
+            return fields
+        before = self.of_body(record.body, address, record)
+        before_entity = _entity_of(record.body)
+        after_key: MoneyKey = (currency, None) if currency else (None, entity)
+        before_key: MoneyKey = (before, None) if before else (None, before_entity)
+        if before_key != after_key:
+            fields["currency_before"] = before
+            fields["entity_before"] = None if before else before_entity
+        return fields
 
 
 def _locked_reason(live: Mapping[str, Any] | None) -> str | None:
@@ -431,6 +579,7 @@ def _locked_reason(live: Mapping[str, Any] | None) -> str | None:
 def _create(
     spec: DesiredInvoice,
     lineage: str,
+    money: _Currencies,
     *,
     body: dict[str, Any] | None = None,
     digest: str | None = None,
@@ -446,21 +595,23 @@ def _create(
         digest=digest,
         lifecycle=_lifecycle_of(spec),
         location=str(spec.location),
-        currency=spec.currency,
         amount=invoice_total(body),
         reason=reason,
+        **money.money(spec.address, body, None),
     )
 
 
-def _removal(address: str, record: InvoiceRecord, refreshed_here: bool, live: Mapping[str, Any] | None) -> Change:
+def _removal(
+    address: str, record: InvoiceRecord, refreshed_here: bool, live: Mapping[str, Any] | None, money: _Currencies
+) -> Change:
     lifecycle = {"prevent_destroy": record.lifecycle.prevent_destroy, "on_remove": record.lifecycle.on_remove}
     common: dict[str, Any] = {
         "address": address,
         "invoice_id": record.id,
         "before": record.body,
         "lifecycle": lifecycle,
-        "currency": _currency_of(record.body),
         "amount_before": invoice_total(record.body),
+        **money.money(address, None, record),
     }
     if refreshed_here and live is None:
         return Change(action=Action.FORGET, reason=REASON_DELETED_OUTSIDE, **common)
@@ -482,15 +633,20 @@ def _removal(address: str, record: InvoiceRecord, refreshed_here: bool, live: Ma
 
 
 def _replacement(
-    spec: DesiredInvoice, record: InvoiceRecord, lineage: str, refreshed_here: bool, live: Mapping[str, Any] | None
+    spec: DesiredInvoice,
+    record: InvoiceRecord,
+    lineage: str,
+    refreshed_here: bool,
+    live: Mapping[str, Any] | None,
+    money: _Currencies,
 ) -> Change:
     body = with_source(spec.wire, lineage, spec.address)
     digest = body_digest(body)
     if refreshed_here and live is None:
-        return _create(spec, lineage, body=body, digest=digest, reason=REASON_DELETED_OUTSIDE)
+        return _create(spec, lineage, money, body=body, digest=digest, reason=REASON_DELETED_OUTSIDE)
     locked = _locked_reason(live)
     if locked == "voided":
-        return _create(spec, lineage, body=body, digest=digest, reason=REASON_REPLACE_VOIDED)
+        return _create(spec, lineage, money, body=body, digest=digest, reason=REASON_REPLACE_VOIDED)
     field_changes: list[FieldChange] = []
     if record.digest != digest:
         ignore = _bookkeeping_keys(spec)
@@ -501,7 +657,6 @@ def _replacement(
     if locked and on_remove != "forget":
         verb = "voided" if on_remove == "void" else "deleted"
         blocked = f"invoice {record.id} is {locked} in Campfire; it can no longer be {verb}"
-    old_currency = _currency_of(record.body)
     return Change(
         address=spec.address,
         action=Action.REPLACE,
@@ -512,8 +667,7 @@ def _replacement(
         field_changes=tuple(field_changes),
         lifecycle=_lifecycle_of(spec),
         location=str(spec.location),
-        currency=spec.currency,
-        currency_before=old_currency if old_currency != spec.currency else None,
+        **money.money(spec.address, body, record),
         amount=invoice_total(body),
         amount_before=invoice_total(record.body),
         reason=REASON_REPLACE,
@@ -522,7 +676,12 @@ def _replacement(
 
 
 def _existing(
-    spec: DesiredInvoice, record: InvoiceRecord, lineage: str, refreshed_here: bool, live: Mapping[str, Any] | None
+    spec: DesiredInvoice,
+    record: InvoiceRecord,
+    lineage: str,
+    refreshed_here: bool,
+    live: Mapping[str, Any] | None,
+    money: _Currencies,
 ) -> Change:
     body = with_source(spec.wire, lineage, spec.address)
     ignore = _bookkeeping_keys(spec)
@@ -536,7 +695,7 @@ def _existing(
         return digest if digest is not None else body_digest(body)
 
     if refreshed_here and live is None:
-        return _create(spec, lineage, body=body, digest=exact_digest(), reason=REASON_DELETED_OUTSIDE)
+        return _create(spec, lineage, money, body=body, digest=exact_digest(), reason=REASON_DELETED_OUTSIDE)
 
     spec_changed = not same_body and record.digest != digest
     lifecycle_changes = _lifecycle_changes(record, spec)
@@ -550,14 +709,12 @@ def _existing(
     body_norm = _norm(compared) if spec_changed or drift else None
     spec_diff = _diff(_norm(applied), body_norm) if spec_changed else {}
 
-    old_currency = _currency_of(record.body)
     common: dict[str, Any] = {
         "address": spec.address,
         "invoice_id": record.id,
         "lifecycle": _lifecycle_of(spec),
         "location": str(spec.location),
-        "currency": spec.currency,
-        "currency_before": old_currency if old_currency != spec.currency else None,
+        **money.money(spec.address, body, record),
     }
 
     def update(merged: _Diff, drifted: set[_Path], blocked: str | None = None) -> Change:
@@ -966,6 +1123,7 @@ def _plan_document(plan: Plan) -> dict[str, Any]:
         "totals": [
             {
                 "currency": t.currency,
+                "entity": t.entity,
                 "create": money_text(t.create),
                 "update": money_text(t.update),
                 "remove": money_text(t.remove),
@@ -976,6 +1134,7 @@ def _plan_document(plan: Plan) -> dict[str, Any]:
         "managed": [
             {
                 "currency": m.currency,
+                "entity": m.entity,
                 "invoices": m.invoices,
                 "invoiced": money_text(m.invoiced),
                 "paid": money_text(m.paid),
@@ -997,6 +1156,8 @@ def _change_to_dict(change: Change) -> dict[str, Any]:
         "location": change.location,
         "currency": change.currency,
         "currency_before": change.currency_before,
+        "entity": change.entity,
+        "entity_before": change.entity_before,
         "amount": money_text(change.amount),
         "amount_before": money_text(change.amount_before),
         "field_changes": [
@@ -1035,8 +1196,10 @@ class _ChangeDoc(BaseModel):
     reason: str | None = None
     blocked: str | None = None
     location: str | None = None
-    currency: str = "USD"
+    currency: str | None = "USD"
     currency_before: str | None = None
+    entity: int | None = None
+    entity_before: int | None = None
     amount: Decimal = Decimal(0)
     amount_before: Decimal = Decimal(0)
     field_changes: list[_FieldChangeDoc] = []
@@ -1050,7 +1213,8 @@ class _ChangeDoc(BaseModel):
 class _ManagedDoc(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    currency: str
+    currency: str | None
+    entity: int | None = None
     invoices: int
     invoiced: Decimal
     paid: Decimal
@@ -1119,7 +1283,9 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
         refreshed=doc.refreshed,
         targets=tuple(doc.targets),
         changes=tuple(_change_from_doc(c) for c in doc.changes),
-        managed=tuple(ManagedMoney(m.currency, m.invoices, m.invoiced, m.paid, m.due) for m in doc.managed),
+        managed=tuple(
+            ManagedMoney(m.currency, m.invoices, m.invoiced, m.paid, m.due, entity=m.entity) for m in doc.managed
+        ),
     )
     for index, change in enumerate(plan.changes):
         problem = _inconsistency(change)
@@ -1177,6 +1343,8 @@ def _change_from_doc(doc: _ChangeDoc) -> Change:
         location=doc.location,
         currency=doc.currency,
         currency_before=doc.currency_before,
+        entity=doc.entity,
+        entity_before=doc.entity_before,
         amount=doc.amount,
         amount_before=doc.amount_before,
         reason=doc.reason,

@@ -32,6 +32,7 @@ from invoicesync.plan import (
     CurrencyTotals,
     FieldChange,
     ManagedMoney,
+    MoneyKey,
     Outcome,
     Plan,
     counts,
@@ -66,6 +67,31 @@ def render_money(amount: Decimal, currency: str | None = None, *, signed: bool =
     if signed and amount > 0:
         return "+" + text
     return text
+
+
+def _unknown_currency(entity: int | None) -> str:
+    return f"entity {entity}'s currency" if entity is not None else "a currency not known"
+
+
+def _money(amount: Decimal, key: MoneyKey, *, signed: bool = False) -> str:
+    """Money in a plan's currency: ``EUR 55.00``, or ``55.00 in entity 55's currency`` when it is not known.
+
+    An unknown currency is never shown as USD (nor as any code): a reviewer reads the figure with the
+    note that says why the currency is not known.
+    """
+    currency, entity = key
+    if currency:
+        return render_money(amount, currency, signed=signed)
+    return f"{render_money(amount, signed=signed)} in {_unknown_currency(entity)}"
+
+
+def _currency_label(key: MoneyKey) -> str:
+    """A currency as a table column shows it: ``EUR``, or ``entity 55's currency (not known)``."""
+    return key[0] or f"{_unknown_currency(key[1])} (not known)"
+
+
+def _moves_currency(change: Change) -> bool:
+    return change.money_key_before != change.money_key
 
 
 # --- plans -----------------------------------------------------------------------------------------
@@ -192,7 +218,7 @@ def _plan_lines(plan: Plan) -> list[Text]:
 def _managed_text(managed: Sequence[ManagedMoney]) -> str:
     """``Managed now: USD 110.00 invoiced, 20.00 paid, 90.00 due (2 invoices)``: the state's money before the plan."""
     parts = [
-        f"{render_money(m.invoiced, m.currency)} invoiced, {render_money(m.paid)} paid, {render_money(m.due)} due "
+        f"{_money(m.invoiced, (m.currency, m.entity))} invoiced, {render_money(m.paid)} paid, {render_money(m.due)} due "
         f"({_plural(m.invoices, 'invoice')})"
         for m in managed
     ]
@@ -226,9 +252,9 @@ class _Row:
             dates = _dates_text(body)
             if dates:
                 detail.append(dates + _GAP)
-            detail.append(render_money(change.amount, change.currency))
+            detail.append(_money(change.amount, change.money_key))
         elif action is Action.UPDATE:
-            if change.amount != change.amount_before or change.currency_before:
+            if change.amount != change.amount_before or _moves_currency(change):
                 detail.append(_money_move(change))
             elif len(fields) == 1:
                 inline = fields.pop()
@@ -236,10 +262,10 @@ class _Row:
         elif action is Action.REPLACE:
             verb = str(change.lifecycle.get("on_remove", "void"))
             detail.append(f"{verb}, then create anew{_GAP}")
-            same = change.amount == change.amount_before and not change.currency_before
-            detail.append(render_money(change.amount, change.currency) if same else _money_move(change))
+            same = change.amount == change.amount_before and not _moves_currency(change)
+            detail.append(_money(change.amount, change.money_key) if same else _money_move(change))
         elif action in (Action.VOID, Action.DELETE):
-            detail.append(render_money(change.amount_before, change.currency))
+            detail.append(_money(change.amount_before, change.money_key_before))
         elif action is Action.FORGET and change.reason is None:
             detail.append("stays in Campfire")
 
@@ -272,8 +298,8 @@ def _dates_text(body: Mapping[str, Any]) -> str:
 
 
 def _money_move(change: Change) -> str:
-    before = render_money(change.amount_before, change.currency_before or change.currency)
-    return f"{before} -> {render_money(change.amount, change.currency)}"
+    before = _money(change.amount_before, change.money_key_before)
+    return f"{before} -> {_money(change.amount, change.money_key)}"
 
 
 def _field_parts(change: FieldChange) -> tuple[str, str, str]:
@@ -378,7 +404,7 @@ def _billing_text(totals: Sequence[CurrencyTotals]) -> str:
         moving = [(amount, what) for amount, what in components if amount]
         if not moving:
             continue
-        text = render_money(t.net, t.currency, signed=True)
+        text = _money(t.net, (t.currency, t.entity), signed=True)
         if len(moving) > 1:
             text += " (" + ", ".join(f"{render_money(a, signed=True)} {what}" for a, what in moving) + ")"
         parts.append(text)
@@ -399,6 +425,20 @@ def _notes(plan: Plan) -> list[str]:
         )
     if not plan.refreshed:
         notes.append("Note: Campfire was not read (no refresh); changes made outside invoicesync are not shown.")
+    keys = {key for c in _listed(plan) for key in (c.money_key, c.money_key_before)}
+    keys |= {(m.currency, m.entity) for m in plan.managed}
+    unknown = sorted(key[1] for key in keys if key[0] is None and key[1] is not None)
+    if unknown:
+        if len(unknown) == 1:
+            which = f"entity {unknown[0]}'s currency is"
+        else:
+            which = "the currencies of entities " + ", ".join(map(str, unknown[:-1])) + f" and {unknown[-1]} are"
+        notes.append(
+            f"Note: {which} not known: the specs name none, and neither Campfire's entity list nor its invoices "
+            "said which. Those amounts read \"in entity N's currency\" and are totalled apart, never as USD."
+        )
+    if (None, None) in keys:
+        notes.append("Note: some invoices name neither a currency nor an entity; their amounts are totalled apart.")
     return notes
 
 
@@ -435,7 +475,7 @@ def _plan_markdown(plan: Plan) -> str:
             ]
             for t in totals:
                 out.append(
-                    f"| {t.currency} | {render_money(t.create)} | {render_money(t.update, signed=True)} "
+                    f"| {_md(_currency_label((t.currency, t.entity)))} | {render_money(t.create)} | {render_money(t.update, signed=True)} "
                     f"| {render_money(t.remove)} | **{render_money(t.net, signed=True)}** |"
                 )
             out.append("")
@@ -454,7 +494,7 @@ def _plan_markdown(plan: Plan) -> str:
             "| --- | ---: | ---: | ---: | ---: |",
         ]
         out += [
-            f"| {m.currency} | {m.invoices} | {render_money(m.invoiced)} | {render_money(m.paid)} | {render_money(m.due)} |"
+            f"| {_md(_currency_label((m.currency, m.entity)))} | {m.invoices} | {render_money(m.invoiced)} | {render_money(m.paid)} | {render_money(m.due)} |"
             for m in plan.managed
         ]
     notes = _notes(plan)
@@ -474,15 +514,15 @@ def _markdown_row(change: Change) -> str:
     symbol = _BLOCKED_SYMBOL if change.blocked else _SYMBOLS[action]
     if action is Action.CREATE:
         invoice = f"client {body['client']}" if body.get("client") is not None else ""
-        amount = render_money(change.amount, change.currency)
+        amount = _money(change.amount, change.money_key)
     else:
         invoice = str(change.invoice_id) if change.invoice_id is not None else ""
         if action in (Action.VOID, Action.DELETE, Action.FORGET):
-            amount = render_money(change.amount_before, change.currency)
-        elif change.amount != change.amount_before or change.currency_before:
+            amount = _money(change.amount_before, change.money_key_before)
+        elif change.amount != change.amount_before or _moves_currency(change):
             amount = _money_move(change)
         else:
-            amount = render_money(change.amount, change.currency)
+            amount = _money(change.amount, change.money_key)
     details: list[str] = []
     if change.blocked:
         details.append(f"**blocked**: {_md(change.blocked)}")
@@ -686,7 +726,10 @@ def render_show(
         _print_table(
             console,
             ("Currency", "Invoiced", "Paid", "Due"),
-            [(m.currency, render_money(m.invoiced), render_money(m.paid), render_money(m.due)) for m in managed],
+            [
+                (_currency_label((m.currency, m.entity)), render_money(m.invoiced), render_money(m.paid), render_money(m.due))
+                for m in managed
+            ],
             right=(1, 2, 3),
         )
     return out.getvalue()

@@ -28,6 +28,10 @@ from invoicesync.state import LifecycleRecord
 from tests.invoices import LINEAGE, desired, line, new_state, remote
 
 
+# Entity 54 bills in USD (as Campfire's entity list says; the bodies of these tests name no currency).
+USD_ENTITY = {54: "USD"}
+
+
 def only(plan: Plan, address: str) -> Any:
     return next(c for c in plan.changes if c.address == address)
 
@@ -36,7 +40,7 @@ def only(plan: Plan, address: str) -> Any:
 
 
 def test_spec_not_in_state_is_created_with_its_total_and_source_marking() -> None:
-    plan = make_plan([desired("acme-2025-07")], new_state())
+    plan = make_plan([desired("acme-2025-07")], new_state(), entity_currencies=USD_ENTITY)
     (change,) = plan.changes
     assert change.action is Action.CREATE
     assert change.invoice_id is None
@@ -170,7 +174,7 @@ def test_duplicate_addresses_are_refused() -> None:
 )
 def test_removed_spec_is_removed_per_its_lifecycle(on_remove: str, action: Action) -> None:
     state = new_state((desired("old"), 7, LifecycleRecord(on_remove=on_remove)))
-    plan = make_plan([], state)
+    plan = make_plan([], state, entity_currencies=USD_ENTITY)
     (change,) = plan.changes
     assert change.action is action
     assert change.invoice_id == 7
@@ -215,12 +219,14 @@ def test_prevent_destroy_outside_the_targets_does_not_fail_the_plan() -> None:
 
 
 def test_money_is_exact_decimal() -> None:
-    plan = make_plan([desired("hours", lines=[line("0.1", quantity="3", tax=None)])], new_state())
+    plan = make_plan(
+        [desired("hours", lines=[line("0.1", quantity="3", tax=None)])], new_state(), entity_currencies=USD_ENTITY
+    )
     change = plan.changes[0]
     assert change.amount == Decimal("0.3")
     assert money_text(change.amount) == "0.30"
     assert plan_to_dict(plan)["totals"] == [
-        {"currency": "USD", "create": "0.30", "update": "0.00", "remove": "0.00", "net": "0.30"}
+        {"currency": "USD", "entity": None, "create": "0.30", "update": "0.00", "remove": "0.00", "net": "0.30"}
     ]
 
 
@@ -241,7 +247,7 @@ def test_totals_are_per_currency_and_add_up() -> None:
         desired("eur-up", currency="EUR", lines=[line("60")]),
         desired("usd-replaced", lines=[line("20", tax=None)]),
     ]
-    plan = make_plan(specs, state, replace=["usd-replaced"])
+    plan = make_plan(specs, state, replace=["usd-replaced"], entity_currencies=USD_ENTITY)
     assert plan_totals(plan) == (
         CurrencyTotals("EUR", update=Decimal("10")),
         CurrencyTotals("GBP", remove=Decimal("55")),
@@ -252,7 +258,7 @@ def test_totals_are_per_currency_and_add_up() -> None:
 
 def test_currency_change_moves_money_between_currencies() -> None:
     state = new_state((desired("acme"), 1))
-    plan = make_plan([desired("acme", currency="EUR")], state)
+    plan = make_plan([desired("acme", currency="EUR")], state, entity_currencies=USD_ENTITY)
     change = only(plan, "acme")
     assert (change.currency, change.currency_before) == ("EUR", "USD")
     assert plan_totals(plan) == (
@@ -446,7 +452,7 @@ def representative_plan() -> Plan:
         desired("same"),
         desired("drifted"),
     ]
-    return make_plan(specs, state, live, refreshed=True)
+    return make_plan(specs, state, live, refreshed=True, entity_currencies=USD_ENTITY)
 
 
 def test_plan_round_trips_through_its_json_document() -> None:
@@ -462,14 +468,19 @@ def test_plan_document_keys_are_stable() -> None:
         "refreshed", "targets", "summary", "totals", "managed", "changes", "plan_digest",
     }
     assert doc["plan_digest"].startswith("sha256:")
-    assert {frozenset(m) for m in doc["managed"]} == {frozenset({"currency", "invoices", "invoiced", "paid", "due"})}
+    assert {frozenset(m) for m in doc["managed"]} == {
+        frozenset({"currency", "entity", "invoices", "invoiced", "paid", "due"})
+    }
     assert (doc["format_version"], doc["kind"]) == (1, "invoicesync-plan")
     assert set(doc["summary"]) == {"create", "update", "replace", "remove", "no_op", "blocked"}
-    assert {frozenset(t) for t in doc["totals"]} == {frozenset({"currency", "create", "update", "remove", "net"})}
+    assert {frozenset(t) for t in doc["totals"]} == {
+        frozenset({"currency", "entity", "create", "update", "remove", "net"})
+    }
     for change in doc["changes"]:
         assert set(change) == {
             "address", "action", "invoice_id", "reason", "blocked", "location", "currency", "currency_before",
             "amount", "amount_before", "field_changes", "lifecycle", "digest", "body", "before", "patch",
+            "entity", "entity_before",
         }
         for f in change["field_changes"]:
             assert set(f) == {"path", "before", "after", "drift"}

@@ -10,10 +10,15 @@ from typing import Any
 import pytest
 
 from invoicesync.errors import PlanError
-from invoicesync.models import dumps_json, loads_json
-from invoicesync.plan import Action, Plan, make_plan, plan_from_dict, plan_to_dict
+from invoicesync.models import RemoteSnapshot, dumps_json, loads_json
+from invoicesync.plan import Action, CurrencyTotals, Plan, make_plan, plan_from_dict, plan_to_dict, plan_totals
+from invoicesync.render import render_plan
 from invoicesync.state import LifecycleRecord
 from tests.invoices import desired, line, new_state, remote
+
+
+# As Campfire's GET /coa/api/entity lists them (and as the sandbox's fixtures hold them).
+CURRENCIES = {54: "USD", 55: "EUR"}
 
 
 def only(plan: Plan, address: str) -> Any:
@@ -35,7 +40,7 @@ def saved_plan() -> Plan:
         desired("gamma"),
         desired("paid", due_date="2025-09-01"),
     ]
-    return make_plan(specs, state, live, replace=["gamma"], refreshed=True)
+    return make_plan(specs, state, live, replace=["gamma"], refreshed=True, entity_currencies=CURRENCIES)
 
 
 def saved_document() -> dict[str, Any]:
@@ -113,3 +118,102 @@ def test_update_patching_fields_it_does_not_list_is_refused() -> None:
     doc = loads_json(dumps_json(plan_to_dict(dataclasses.replace(plan, changes=(forged, *plan.changes[1:])))))
     with pytest.raises(PlanError, match="its patch does not send exactly the fields its field_changes list"):
         plan_from_dict(doc)
+
+
+# --- the currency of an invoice is its entity's when its spec names none ---------------------------
+
+
+def test_invoice_of_a_eur_entity_without_a_currency_is_planned_and_summed_in_eur() -> None:
+    plan = make_plan([desired("eu-2025-07", entity=55)], new_state(), entity_currencies=CURRENCIES)
+    change = only(plan, "eu-2025-07")
+    assert (change.currency, change.entity) == ("EUR", 55)
+    assert plan_totals(plan) == (CurrencyTotals("EUR", create=Decimal("55")),)
+    assert render_plan(plan) == (
+        "  + eu-2025-07   create   client 33973   2025-07-01 -> due 2025-07-31   EUR 55.00\n"
+        "\n"
+        "Note: Campfire was not read (no refresh); changes made outside invoicesync are not shown.\n"
+        "Plan: 1 to create, 0 to update, 0 to remove.   Billing: +EUR 55.00\n"
+    )
+
+
+def test_usd_and_eur_entities_are_totalled_apart() -> None:
+    state = new_state((desired("eu-old", entity=55), 7), (desired("us-old"), 8))
+    specs = [
+        desired("eu-new", entity=55, lines=[line("100", tax=None)]),
+        desired("eu-old", entity=55, lines=[line("60")]),
+        desired("us-new", lines=[line("20", tax=None)]),
+        desired("gbp", currency="GBP", entity=55),  # a spec's own currency wins over its entity's
+    ]
+    plan = make_plan(specs, state, entity_currencies=CURRENCIES)
+    assert plan_totals(plan) == (
+        CurrencyTotals("EUR", create=Decimal("100"), update=Decimal("10")),
+        CurrencyTotals("GBP", create=Decimal("55")),
+        CurrencyTotals("USD", create=Decimal("20"), remove=Decimal("55")),
+    )
+    assert "Billing: +EUR 110.00 (+100.00 created, +10.00 updated), +GBP 55.00, -USD 35.00" in render_plan(plan)
+
+
+def test_currency_campfire_reported_for_the_invoice_or_its_entity_is_used_offline() -> None:
+    state = new_state((desired("eu-old", entity=55), 7), (desired("eu-named", entity=55, currency="CHF"), 9))
+    state.invoices["eu-old"].remote = RemoteSnapshot(status="open", currency="EUR")
+    state.invoices["eu-named"].remote = RemoteSnapshot(status="open", currency="CHF")
+    specs = [desired("eu-old", entity=55, lines=[line("60")]), desired("eu-new", entity=55),
+             desired("eu-named", entity=55, currency="CHF")]
+    plan = make_plan(specs, state)  # no entity list: offline
+    assert only(plan, "eu-old").currency == "EUR"  # Campfire's word for that invoice
+    assert only(plan, "eu-new").currency == "EUR"  # ... for another invoice of entity 55 that names none
+    assert {(m.currency, m.invoices) for m in plan.managed} == {("CHF", 1), ("EUR", 1)}
+
+
+def test_unknown_currency_is_never_shown_or_summed_as_usd() -> None:
+    state = new_state((desired("eu-old", entity=55), 7))
+    specs = [desired("eu-new", entity=55), desired("eu-old", entity=55, lines=[line("60")]),
+             desired("us-new", currency="USD")]
+    plan = make_plan(specs, state)
+    assert (only(plan, "eu-new").currency, only(plan, "eu-new").entity) == (None, 55)
+    assert plan_totals(plan) == (
+        CurrencyTotals("USD", create=Decimal("55")),
+        CurrencyTotals(None, create=Decimal("55"), update=Decimal("10"), entity=55),
+    )
+    assert render_plan(plan) == (
+        "  + eu-new   create   client 33973   2025-07-01 -> due 2025-07-31   55.00 in entity 55's currency\n"
+        "  ~ eu-old   update   id 7           55.00 in entity 55's currency -> 65.00 in entity 55's currency\n"
+        "      lines[0].amount: 50.00 -> 60.00\n"
+        "      lines[0].rate: 50.00 -> 60.00\n"
+        "  + us-new   create   client 33973   2025-07-01 -> due 2025-07-31   USD 55.00\n"
+        "\n"
+        "Note: Campfire was not read (no refresh); changes made outside invoicesync are not shown.\n"
+        "Note: entity 55's currency is not known: the specs name none, and neither Campfire's entity list nor "
+        "its invoices said which. Those amounts read \"in entity N's currency\" and are totalled apart, never as USD.\n"
+        "Plan: 2 to create, 1 to update, 0 to remove.   Billing: +USD 55.00, +65.00 in entity 55's currency "
+        "(+55.00 created, +10.00 updated)\n"
+        "Managed now: 55.00 in entity 55's currency invoiced, 0.00 paid, 55.00 due (1 invoice)\n"
+    )
+    markdown = render_plan(plan, "markdown")
+    assert "| entity 55's currency (not known) | 55.00 | +10.00 | 0.00 | **+65.00** |" in markdown
+    assert "| `+` | `eu-new` | create | client 33973 | 55.00 in entity 55's currency |" in markdown
+    doc = plan_to_dict(plan)
+    created = next(c for c in doc["changes"] if c["address"] == "eu-new")
+    assert (created["currency"], created["entity"]) == (None, 55)
+    assert [(t["currency"], t["entity"], t["net"]) for t in doc["totals"]] == [("USD", None, "55.00"), (None, 55, "65.00")]
+
+
+def test_a_spec_naming_the_currency_of_an_entity_not_known_keeps_the_two_apart() -> None:
+    state = new_state((desired("eu", entity=55), 7))
+    plan = make_plan([desired("eu", entity=55, currency="EUR")], state)
+    change = only(plan, "eu")
+    assert (change.currency, change.currency_before, change.entity_before) == ("EUR", None, 55)
+    assert plan_totals(plan) == (
+        CurrencyTotals("EUR", update=Decimal("55")),
+        CurrencyTotals(None, update=Decimal("-55"), entity=55),
+    )
+    assert "55.00 in entity 55's currency -> EUR 55.00" in render_plan(plan)
+
+
+def test_saved_plan_shows_the_same_currencies() -> None:
+    state = new_state((desired("eu-old", entity=55), 7))
+    plan = make_plan([desired("eu-new", entity=55), desired("eu-old", entity=55, currency="EUR")], state)
+    loaded = plan_from_dict(loads_json(dumps_json(plan_to_dict(plan), pretty=True)))
+    assert loaded == plan
+    for fmt in ("text", "markdown", "json"):
+        assert render_plan(loaded, fmt) == render_plan(plan, fmt)  # type: ignore[arg-type]

@@ -15,6 +15,8 @@ from invoicesync.state import LifecycleRecord, State
 from tests.invoices import desired, line, new_state, remote
 
 ANSI = re.compile(r"\x1b\[")
+# Entity 54 bills in USD (as Campfire's entity list says; the bodies of these tests name no currency).
+USD_ENTITY = {54: "USD"}
 
 
 def review_plan() -> Plan:
@@ -47,7 +49,7 @@ def review_plan() -> Plan:
         desired("same-2025-06"),
         desired("voided-2025-03"),
     ]
-    return make_plan(specs, state, live, replace=["gamma-*"], refreshed=True)
+    return make_plan(specs, state, live, replace=["gamma-*"], refreshed=True, entity_currencies=USD_ENTITY)
 
 
 # --- plan text -------------------------------------------------------------------------------------
@@ -82,7 +84,7 @@ def test_plan_text_shows_every_kind_of_change_for_review() -> None:
 def test_plan_text_matches_the_design_example() -> None:
     state = new_state((desired("acme-2025-06", due_date="2025-07-30"), 145054))
     specs = [desired("acme-2025-06", due_date="2025-07-31"), desired("acme-2025-07")]
-    plan = make_plan(specs, state, refreshed=True)
+    plan = make_plan(specs, state, refreshed=True, entity_currencies=USD_ENTITY)
     assert render_plan(plan) == (
         "  ~ acme-2025-06   update   id 145054      due_date: 2025-07-30 -> 2025-07-31\n"
         "  + acme-2025-07   create   client 33973   2025-07-01 -> due 2025-07-31   USD 55.00\n"
@@ -95,19 +97,20 @@ def test_plan_text_matches_the_design_example() -> None:
 def test_plan_without_changes_says_how_many_invoices_match() -> None:
     specs = [desired("a"), desired("b"), desired("c")]
     state = new_state(*((s, i) for i, s in enumerate(specs, 1)))
-    assert render_plan(make_plan(specs, state, refreshed=True)) == (
+    assert render_plan(make_plan(specs, state, refreshed=True, entity_currencies=USD_ENTITY)) == (
         "No changes. 3 invoices match the specs.\n"
         "Managed now: USD 165.00 invoiced, 0.00 paid, 165.00 due (3 invoices)\n"
     )
     one = new_state((specs[0], 1))
-    assert render_plan(make_plan(specs[:1], one, refreshed=True)) == (
+    assert render_plan(make_plan(specs[:1], one, refreshed=True, entity_currencies=USD_ENTITY)) == (
         "No changes. 1 invoice matches the specs.\n"
         "Managed now: USD 55.00 invoiced, 0.00 paid, 55.00 due (1 invoice)\n"
     )
 
 
 def test_plan_text_says_when_campfire_was_not_read_and_what_was_targeted() -> None:
-    plan = make_plan([desired("acme-2025-07"), desired("beta")], new_state(), targets=["acme-*"])
+    specs = [desired("acme-2025-07"), desired("beta")]
+    plan = make_plan(specs, new_state(), targets=["acme-*"], entity_currencies=USD_ENTITY)
     assert render_plan(plan) == (
         "  + acme-2025-07   create   client 33973   2025-07-01 -> due 2025-07-31   USD 55.00\n"
         "\n"
@@ -120,14 +123,19 @@ def test_plan_text_says_when_campfire_was_not_read_and_what_was_targeted() -> No
 def test_plan_text_shows_added_lines_and_a_billing_line_without_money_moving() -> None:
     state = new_state((desired("acme", lines=[line(), line("10", tax=None, description="Setup")]), 1), (desired("b"), 2))
     specs = [desired("acme", lines=[line(), line("10", tax=None, description="Setup, once")]), desired("b", due_date="2025-08-01")]
-    assert render_plan(make_plan(specs, state, refreshed=True)) == (
+    assert render_plan(make_plan(specs, state, refreshed=True, entity_currencies=USD_ENTITY)) == (
         '  ~ acme   update   id 1   lines[1].description: "Setup" -> "Setup, once"\n'
         "  ~ b      update   id 2   due_date: 2025-07-31 -> 2025-08-01\n"
         "\n"
         "Plan: 0 to create, 2 to update, 0 to remove.   Billing: no change\n"
         "Managed now: USD 120.00 invoiced, 0.00 paid, 120.00 due (2 invoices)\n"
     )
-    grown = make_plan([desired("b", lines=[line(), line("12.5", tax=None, description="Extra seat")])], new_state((desired("b"), 2)), refreshed=True)
+    grown = make_plan(
+        [desired("b", lines=[line(), line("12.5", tax=None, description="Extra seat")])],
+        new_state((desired("b"), 2)),
+        refreshed=True,
+        entity_currencies=USD_ENTITY,
+    )
     assert render_plan(grown) == (
         "  ~ b   update   id 2   USD 55.00 -> USD 67.50\n"
         '      lines[1]: added product 2545 "Extra seat" 1 x 12.50 = 12.50\n'
@@ -200,7 +208,8 @@ def test_plan_markdown_for_a_pull_request_comment() -> None:
 
 def test_plan_markdown_keeps_table_cells_intact() -> None:
     state = new_state((desired("acme", message_on_invoice="a"), 1))
-    plan = make_plan([desired("acme", message_on_invoice="pay | now <b>\nthanks")], state, refreshed=True)
+    spec = desired("acme", message_on_invoice="pay | now <b>\nthanks")
+    plan = make_plan([spec], state, refreshed=True, entity_currencies=USD_ENTITY)
     lines = render_plan(plan, "markdown").splitlines()
     row = next(ln for ln in lines if ln.startswith("| `~`"))
     assert row == '| `~` | `acme` | update | 1 | USD 55.00 | `message_on_invoice`: "a" -> "pay \\| now &lt;b>\\nthanks" |'
@@ -208,7 +217,7 @@ def test_plan_markdown_keeps_table_cells_intact() -> None:
 
 def test_plan_markdown_without_changes() -> None:
     spec = desired("a")
-    plan = make_plan([spec], new_state((spec, 1)), refreshed=True)
+    plan = make_plan([spec], new_state((spec, 1)), refreshed=True, entity_currencies=USD_ENTITY)
     assert render_plan(plan, "markdown").splitlines()[:3] == [
         "### invoicesync plan for `sandbox`",
         "",

@@ -11,9 +11,11 @@ Never does IO, never reads the clock, never prints.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import re
+import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -276,6 +278,7 @@ def make_plan(
     replace: Sequence[str] = (),
     refreshed: bool = False,
     entity_currencies: Mapping[int, str] | None = None,
+    existing_invoices: Mapping[tuple[int, str], Sequence[int]] | None = None,
 ) -> Plan:
     """Decide what apply must do for every address, sorted by address, no-ops included.
 
@@ -287,7 +290,12 @@ def make_plan(
     A change's currency is its body's ``currency``; else its entity's; else the one Campfire reported
     for that invoice (refreshed, or the state's snapshot); else the one Campfire reported for another
     invoice of the same entity that names no currency itself; else it is not known (``None``), and its
-    money is kept apart as "entity N's currency", never taken for USD. Raises ``PlanError`` for duplicate addresses, a glob that
+    money is kept apart as "entity N's currency", never taken for USD.
+
+    ``existing_invoices`` maps ``(entity, invoice_number)`` to the ids of the live (neither voided nor
+    deleted) invoices Campfire holds with that number. A create, or the create of a replace, whose
+    number is held by an invoice this state does not manage is blocked, with the command that adopts
+    that invoice instead. ``None`` (an offline plan) checks nothing. Raises ``PlanError`` for duplicate addresses, a glob that
     matches nothing, or any invoice protected by ``lifecycle.prevent_destroy`` that the plan would
     void, delete or replace (all of them are listed).
     """
@@ -305,6 +313,7 @@ def make_plan(
     replacing = _select_replacements(replace, selected, by_address, records)
     live_by_address: Mapping[str, Mapping[str, Any] | None] = remote or {}
     money = _Currencies.of(state, live_by_address, entity_currencies or {})
+    managed_ids = frozenset(record.id for record in records.values())
 
     changes: list[Change] = []
     protected: list[Change] = []
@@ -322,6 +331,10 @@ def make_plan(
             change = _replacement(spec, record, state.lineage, refreshed_here, live, money)
         else:
             change = _existing(spec, record, state.lineage, refreshed_here, live, money)
+        if existing_invoices is not None and change.action in (Action.CREATE, Action.REPLACE) and not change.blocked:
+            taken = _number_taken(change, existing_invoices, managed_ids, in_state=record is not None)
+            if taken:
+                change = dataclasses.replace(change, blocked=taken)
         if _destroys(change) and change.lifecycle.get("prevent_destroy"):
             protected.append(change)
         changes.append(change)
@@ -568,6 +581,33 @@ class _Currencies:
             fields["currency_before"] = before
             fields["entity_before"] = None if before else before_entity
         return fields
+
+
+def _number_taken(
+    change: Change, existing: Mapping[tuple[int, str], Sequence[int]], managed: frozenset[int], *, in_state: bool
+) -> str | None:
+    """Why a create must not run when Campfire already holds its invoice number outside this state (else None)."""
+    body = change.body or {}
+    entity = _entity_of(body)
+    number = body.get("invoice_number")
+    if entity is None or not isinstance(number, str) or not number:
+        return None
+    ids = sorted({i for i in existing.get((entity, number), ()) if i not in managed})
+    if not ids:
+        return None
+    address = shlex.quote(change.address)
+    which = f"id {ids[0]}" if len(ids) == 1 else "ids " + ", ".join(map(str, ids))
+    head = f"invoice number {number} already exists in Campfire ({which}), outside this state"
+    target = str(ids[0]) if len(ids) == 1 else "ID"
+    choice = "" if len(ids) == 1 else f", ID being the right one of {', '.join(map(str, ids))}"
+    if in_state:
+        # The address still holds the invoice this plan would replace (or one deleted in Campfire):
+        # forget it first, so that the address is free to adopt the existing one.
+        return (
+            f"{head}; to manage {'it' if len(ids) == 1 else 'one of them'} instead: invoicesync state rm {address}, "
+            f"then invoicesync import {address} {target}{choice}"
+        )
+    return f"{head}; adopt {'it' if len(ids) == 1 else 'one'} with: invoicesync import {address} {target}{choice}"
 
 
 def _locked_reason(live: Mapping[str, Any] | None) -> str | None:

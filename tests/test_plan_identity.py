@@ -217,3 +217,69 @@ def test_saved_plan_shows_the_same_currencies() -> None:
     assert loaded == plan
     for fmt in ("text", "markdown", "json"):
         assert render_plan(loaded, fmt) == render_plan(plan, fmt)  # type: ignore[arg-type]
+
+
+# --- a create whose invoice number Campfire already holds outside this state ----------------------
+
+ADOPT = (
+    "invoice number ACME-2025-07 already exists in Campfire (id 145055), outside this state; "
+    "adopt it with: invoicesync import acme-2025-07 145055"
+)
+
+
+def test_create_of_a_number_campfire_already_holds_is_blocked_with_the_import_command() -> None:
+    specs = [desired("acme-2025-07", invoice_number="ACME-2025-07"), desired("beta", invoice_number="BETA-1")]
+    existing = {(54, "ACME-2025-07"): [145055]}
+    plan = make_plan(specs, new_state(), {}, refreshed=True, entity_currencies=CURRENCIES, existing_invoices=existing)
+    assert only(plan, "acme-2025-07").blocked == ADOPT
+    assert only(plan, "beta").blocked is None
+    assert render_plan(plan) == (
+        "  ! acme-2025-07   create   client 33973   2025-07-01 -> due 2025-07-31   USD 55.00\n"
+        f"      blocked: {ADOPT}\n"
+        "  + beta           create   client 33973   2025-07-01 -> due 2025-07-31   USD 55.00\n"
+        "\n"
+        "Plan: 1 to create, 0 to update, 0 to remove, 1 blocked.   Billing: +USD 55.00\n"
+    )
+    assert f"**blocked**: {ADOPT}" in render_plan(plan, "markdown")
+    doc = loads_json(render_plan(plan, "json"))
+    assert next(c for c in doc["changes"] if c["address"] == "acme-2025-07")["blocked"] == ADOPT
+    assert doc["summary"]["blocked"] == 1 and doc["summary"]["create"] == 1
+
+
+def test_numbers_held_by_this_state_or_another_entity_or_nothing_known_do_not_block() -> None:
+    held = desired("acme-2025-06", invoice_number="ACME-2025-07")
+    state = new_state((held, 145055))
+    spec = desired("acme-2025-07", invoice_number="ACME-2025-07")
+    assert only(make_plan([held, spec], state, existing_invoices={(54, "ACME-2025-07"): [145055]}), "acme-2025-07").blocked is None
+    assert only(make_plan([spec], new_state(), existing_invoices={(55, "ACME-2025-07"): [9]}), "acme-2025-07").blocked is None
+    assert only(make_plan([spec], new_state()), "acme-2025-07").blocked is None  # offline: not asked
+
+
+def test_several_invoices_with_the_number_are_all_named() -> None:
+    spec = desired("acme-2025-07", invoice_number="ACME-2025-07")
+    plan = make_plan([spec], new_state(), existing_invoices={(54, "ACME-2025-07"): [145099, 145055]})
+    assert only(plan, "acme-2025-07").blocked == (
+        "invoice number ACME-2025-07 already exists in Campfire (ids 145055, 145099), outside this state; "
+        "adopt one with: invoicesync import acme-2025-07 ID, ID being the right one of 145055, 145099"
+    )
+
+
+def test_replace_is_blocked_by_another_invoice_with_its_number_but_not_by_its_own() -> None:
+    spec = desired("acme-2025-07", invoice_number="ACME-2025-07")
+    state = new_state((spec, 145050))
+    own = make_plan([spec], state, replace=["acme-2025-07"], existing_invoices={(54, "ACME-2025-07"): [145050]})
+    assert only(own, "acme-2025-07").action is Action.REPLACE and only(own, "acme-2025-07").blocked is None
+    other = make_plan([spec], state, replace=["acme-2025-07"], existing_invoices={(54, "ACME-2025-07"): [145050, 145099]})
+    change = only(other, "acme-2025-07")
+    assert change.action is Action.REPLACE
+    assert change.blocked == (
+        "invoice number ACME-2025-07 already exists in Campfire (id 145099), outside this state; to manage it "
+        "instead: invoicesync state rm acme-2025-07, then invoicesync import acme-2025-07 145099"
+    )
+    assert not any(c.action is not Action.NOOP and not c.blocked for c in other.changes)  # apply attempts nothing
+
+
+def test_blocked_create_survives_a_saved_plan() -> None:
+    spec = desired("acme-2025-07", invoice_number="ACME-2025-07")
+    plan = make_plan([spec], new_state(), existing_invoices={(54, "ACME-2025-07"): [145055]})
+    assert plan_from_dict(loads_json(dumps_json(plan_to_dict(plan)))).changes[0].blocked == ADOPT

@@ -1,52 +1,33 @@
 """The command line: argument parsing, wiring, one small function per command, the one error handler.
 
 Exit codes: 0 success; 1 any error, usage errors included; 2 only for ``plan --detailed-exitcode``
-when the plan has changes. Decisions live in ``plan``/``apply``, text in ``render``.
+when the plan has changes. What each command does lives in ``operations``, text in ``render``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shlex
-import signal
 import sys
 import time
 import traceback
-import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
-from invoicesync import __version__
+from invoicesync import __version__, operations
 from invoicesync.config import Settings, load_settings
-from invoicesync.errors import ConfigError, InvoiceSyncError, PlanError, UsageError
+from invoicesync.errors import InvoiceSyncError, PlanError, UsageError
 from invoicesync.models import dumps_json, loads_json
-from invoicesync.plan import (
-    Action,
-    ApplyResult,
-    Outcome,
-    Plan,
-    check_saved_plan,
-    has_changes,
-    make_plan,
-    matching,
-    plan_from_dict,
-    plan_to_dict,
-)
+from invoicesync.plan import Action, Outcome, Plan, has_changes, plan_from_dict, plan_to_dict
 from invoicesync.render import render_apply_result, render_outcome, render_plan, render_show
 from invoicesync.specs import SpecSet, load_specs
-from invoicesync.state import State, StateStore, new_state
-
-if TYPE_CHECKING:
-    from invoicesync.client import CampfireClient
-
-# apply/client (httpx) are imported where a command talks to Campfire, keeping offline commands
-# (validate, plan --refresh=false) quick to start.
 
 F = TypeVar("F", bound=Callable[..., Any])
 SANDBOX_BASE_URL = "http://sandbox.invoicesync.invalid"
@@ -80,41 +61,6 @@ class Options:
         return not self.no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
 
 
-def _store(settings: Settings) -> StateStore:
-    return StateStore(settings.state_dir, settings.environment.name)
-
-
-@contextlib.asynccontextmanager
-async def _client(settings: Settings, *, required: bool) -> AsyncIterator[CampfireClient | None]:
-    """The Campfire client of the environment: the in-process sandbox, or HTTP with the API key."""
-    from invoicesync.client import CampfireClient
-
-    env = settings.environment
-    if env.endpoint == "sandbox":
-        # Only the CLI wires the sandbox in; planning and applying code never imports it.
-        from invoicesync.sandbox import DEFAULT_TOKEN, Sandbox
-
-        sandbox = Sandbox(data_file=settings.state_dir / f"{env.name}.sandbox.json")
-        try:
-            async with CampfireClient(SANDBOX_BASE_URL, DEFAULT_TOKEN, transport=sandbox.transport()) as client:
-                yield client
-        finally:
-            sandbox.close()
-    elif settings.api_key:
-        async with CampfireClient(
-            env.base_url, settings.api_key, api_key_name=env.api_key_env, backoff_base=_retry_base(),
-            read_timeout=env.timeout,
-        ) as client:
-            yield client
-    elif required:
-        raise ConfigError(
-            f"{env.api_key_env} is not set: this command talks to Campfire ({env.base_url}) and needs an API key "
-            f"in that environment variable."
-        )
-    else:
-        yield None
-
-
 async def _countdown(seconds: float, count: int) -> None:
     """Wait out an interrupted run's settle window: a live countdown on a terminal, a line a minute otherwise."""
     deadline = time.monotonic() + seconds
@@ -132,17 +78,6 @@ async def _countdown(seconds: float, count: int) -> None:
         await asyncio.sleep(min(60.0, left))
         if deadline - time.monotonic() > 1:
             _echo(f"  {deadline - time.monotonic():.0f} s left", err=True)
-
-
-def _retry_base() -> float:
-    """INVOICESYNC_RETRY_BASE (seconds, default 0.25) shortens back-off, for test suites driving a faulty sandbox."""
-    raw = os.environ.get("INVOICESYNC_RETRY_BASE")
-    if not raw:
-        return 0.25
-    try:
-        return max(0.0, float(raw))
-    except ValueError as exc:
-        raise ConfigError(f"INVOICESYNC_RETRY_BASE must be a number of seconds, not {raw!r}") from exc
 
 
 def _echo(text: str, *, err: bool = False) -> None:
@@ -238,93 +173,6 @@ def _plan_flags(func: F) -> F:
     return func
 
 
-def _endpoint(settings: Settings) -> str:
-    """Which Campfire this environment talks to: "sandbox", or the API's origin."""
-    env = settings.environment
-    if env.endpoint == "sandbox":
-        return "sandbox"
-    url = urllib.parse.urlsplit(env.base_url)
-    # Host and port only: never credentials (the state is committed), never a default port's spelling.
-    port = url.port if url.port not in (None, {"http": 80, "https": 443}.get(url.scheme)) else None
-    return f"{url.scheme}://{(url.hostname or '').lower()}" + (f":{port}" if port else "")
-
-
-def _bind(state: State, settings: Settings) -> State:
-    """The state, refused if it belongs to another Campfire than this run talks to, else bound to this one."""
-    here = _endpoint(settings)
-    if state.endpoint is not None and state.endpoint != here:
-        raise ConfigError(
-            f'the state of environment "{state.environment}" holds invoice ids of {state.endpoint}, but this run '
-            f"talks to {here}; its ids mean other invoices there. Check -e, CAMPFIRE_BASE_URL and the workspace config."
-        )
-    return state if state.endpoint == here else state.model_copy(update={"endpoint": here})
-
-
-@contextlib.asynccontextmanager
-async def _session(
-    settings: Settings, store: StateStore, *, client_required: bool
-) -> AsyncIterator[tuple[State, CampfireClient | None]]:
-    """The environment's client and the state, after recovering any journal an interrupted run left.
-
-    The caller holds the state lock. The client is None when no API key is set (and none is required).
-    """
-    from invoicesync.apply import recover
-
-    async with _client(settings, required=client_required) as client:
-        state = _bind(store.load(), settings)
-        if store.has_journal():
-            state, found = await recover(
-                store, state, client, settle_seconds=settings.environment.settle_window, wait=_countdown,
-            )
-            _echo(f"Recovered the journal of an interrupted run ({found} create(s) of unknown outcome found in Campfire).", err=True)
-        yield state, client
-
-
-async def _refreshed(
-    state: State, client: CampfireClient | None, settings: Settings, *, refresh_: bool, parallelism: int, targets: Sequence[str]
-) -> dict[str, Any] | None:
-    """Campfire's invoices for the state's addresses (the targeted ones), or None when not read."""
-    from invoicesync.apply import refresh
-
-    if not refresh_:
-        return None
-    if not state.invoices:
-        return {}  # nothing recorded, so nothing to read back: the plan is as fresh as it gets
-    if client is None:
-        _echo(f"Not refreshed: {settings.environment.api_key_env} is not set; planning against the state as recorded.", err=True)
-        return None
-    addresses = matching(state.invoices, targets) if targets else None
-    return await refresh(state, client, addresses=addresses, parallelism=parallelism)
-
-
-def _prepare(
-    settings: Settings,
-    store: StateStore,
-    specs: SpecSet,
-    *,
-    refresh_: bool,
-    parallelism: int,
-    targets: Sequence[str],
-    replace: Sequence[str],
-) -> Plan:
-    """Recover, refresh and plan.
-
-    With no journal to recover and nothing to read back (``--refresh=false``, or an empty state),
-    no client is built and no event loop runs: such a plan is offline.
-    """
-    state = store.load()
-    if not store.has_journal() and not (refresh_ and state.invoices):
-        remote: dict[str, Any] | None = {} if refresh_ else None
-        return make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None)
-
-    async def online() -> Plan:
-        async with _session(settings, store, client_required=False) as (state, client):
-            remote = await _refreshed(state, client, settings, refresh_=refresh_, parallelism=parallelism, targets=targets)
-        return make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None)
-
-    return asyncio.run(online())
-
-
 @cli.command("plan")
 @common_options
 @_plan_flags
@@ -338,10 +186,8 @@ def plan_cmd(ctx: click.Context, /, refresh_: bool, parallelism: int, targets: t
     opts = _options(ctx, **kw)
     settings = opts.settings()
     specs = opts.specs(settings)
-    store = _store(settings)
-    with store.lock("plan", _lock_timeout(lock_timeout)):
-        plan = _prepare(settings, store, specs, refresh_=refresh_, parallelism=parallelism,
-                        targets=targets, replace=replace)
+    plan = operations.plan(settings, specs, _hooks(opts), refresh=refresh_, parallelism=parallelism,
+                           targets=targets, replace=replace, lock_timeout=_lock_timeout(lock_timeout))
     fmt = "json" if opts.json else fmt
     _echo(render_plan(plan, fmt, color=opts.color and fmt == "text"))  # type: ignore[arg-type]
     if out is not None:
@@ -420,89 +266,35 @@ def apply_cmd(ctx: click.Context, /, planfile: Path | None, refresh_: bool, para
         raise UsageError("apply --json needs --auto-approve (or a saved plan): a prompt would mix with the JSON output.")
     settings = opts.settings()
     specs = opts.specs(settings)
-    store = _store(settings)
     saved = _load_saved_plan(settings.root / planfile) if planfile is not None else None
-    with store.lock("apply", _lock_timeout(lock_timeout)):
-        return asyncio.run(
-            _apply_async(opts, settings, store, specs, saved, refresh_=refresh_, parallelism=parallelism,
-                         targets=targets, replace=replace, auto_approve=auto_approve)
-        )
 
+    def show_plan(plan: Plan) -> None:
+        if not opts.json:
+            _echo(render_plan(plan, "text", color=opts.color))
 
-async def _apply_async(opts: Options, settings: Settings, store: StateStore, specs: SpecSet, saved: Plan | None, *,
-                       refresh_: bool, parallelism: int, targets: Sequence[str], replace: Sequence[str],
-                       auto_approve: bool) -> int:
-    from invoicesync.apply import execute_plan, with_remote_snapshots
-
-    async with _session(settings, store, client_required=True) as (state, client):
-        assert client is not None
-        if saved is not None:
-            plan = saved
-            check_saved_plan(plan, environment=settings.environment.name, state=state,
-                             state_exists=store.exists(), desired=specs.invoices)
-            if not store.exists():
-                # The plan's lineage is in the source_ids it will send.
-                state = new_state(settings.environment.name, lineage=plan.lineage).model_copy(
-                    update={"endpoint": state.endpoint})
-            if not opts.json:
-                _echo(render_plan(plan, "text", color=opts.color))
-        else:
-            remote = await _refreshed(state, client, settings, refresh_=refresh_, parallelism=parallelism, targets=targets)
-            recorded = state
-            if remote:
-                state = with_remote_snapshots(state, remote)
-            plan = make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None)
-            if not opts.json:
-                _echo(render_plan(plan, "text", color=opts.color))
-            if not has_changes(plan):
-                if state != recorded:  # a refresh that found nothing new writes nothing (the serial stays)
-                    store.save(state)
-                if opts.json:
-                    _echo(render_apply_result(ApplyResult(outcomes=()), "json"))
-                return 0
-            _confirm(auto_approve)
-
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        settle = settings.environment.settle_window
-        with _interrupts(loop, stop):
-            async with _progress(opts, plan, settle) as reporter:
-                _state, result = await execute_plan(plan, store=store, state=state, client=client,
-                                                    parallelism=parallelism, on_outcome=reporter.on_outcome,
-                                                    stop=stop, settle=settle, on_wait=reporter.on_wait)
+    hooks = dataclasses.replace(
+        _hooks(opts), show_plan=show_plan, confirm=lambda plan: _confirm(auto_approve),
+        progress=lambda plan, settle: _progress(opts, plan, settle),
+    )
+    result = operations.apply(settings, specs, hooks, saved=saved, refresh=refresh_, parallelism=parallelism,
+                              targets=targets, replace=replace, lock_timeout=_lock_timeout(lock_timeout))
     _echo(render_apply_result(result, "json" if opts.json else "text", color=opts.color,
-                              only_failures=reporter.streamed))
+                              only_failures=not opts.json and not _is_terminal(opts)))
     return 1 if result.failed or result.interrupted else 0
 
 
-@contextlib.contextmanager
-def _interrupts(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Any:
-    """Ctrl-C (or SIGTERM) stops starting new changes; the ones in flight finish and are recorded."""
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+def _hooks(opts: Options) -> operations.Hooks:
+    """How an operation reaches the user of this command: notes on stderr, a countdown for settle waits."""
+    return operations.Hooks(note=lambda text: _echo(text, err=True), wait=_countdown)
 
 
-@dataclass
-class _Reporter:
-    """How apply's progress reaches the user: outcome and settle-wait callbacks, and whether outcomes stream as lines."""
-
-    on_outcome: Callable[[Outcome], None] | None
-    on_wait: Callable[[str, float], None] | None
-    streamed: bool
+def _is_terminal(opts: Options) -> bool:
+    """Whether apply's progress shows as a bar (a terminal, colour allowed) rather than a line per change."""
+    return sys.stderr.isatty() and not opts.no_color and "NO_COLOR" not in os.environ
 
 
 @contextlib.asynccontextmanager
-async def _progress(opts: Options, plan: Plan, settle: float) -> AsyncIterator[_Reporter]:
+async def _progress(opts: Options, plan: Plan, settle: float) -> AsyncIterator[operations.Progress]:
     """A progress bar on a terminal; one line per finished change otherwise (CI logs).
 
     Creates waiting out their settle window show as a countdown beside the bar on a terminal; in a
@@ -524,9 +316,9 @@ async def _progress(opts: Options, plan: Plan, settle: float) -> AsyncIterator[_
         return f"{n} create{'s' if n != 1 else ''} settling, {left:.0f} s left"
 
     if opts.json:
-        yield _Reporter(None, None, False)
+        yield operations.Progress()
         return
-    if sys.stderr.isatty() and not opts.no_color and "NO_COLOR" not in os.environ:
+    if _is_terminal(opts):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         columns = (TextColumn("Applying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -549,7 +341,7 @@ async def _progress(opts: Options, plan: Plan, settle: float) -> AsyncIterator[_
 
             ticker = asyncio.get_running_loop().create_task(tick())
             try:
-                yield _Reporter(advance, wait, False)
+                yield operations.Progress(advance, wait)
             finally:
                 ticker.cancel()
         return
@@ -571,7 +363,7 @@ async def _progress(opts: Options, plan: Plan, settle: float) -> AsyncIterator[_
 
     ticker = asyncio.get_running_loop().create_task(minutely())
     try:
-        yield _Reporter(line, wait_line, True)
+        yield operations.Progress(line, wait_line)
     finally:
         ticker.cancel()
 
@@ -583,37 +375,9 @@ async def _progress(opts: Options, plan: Plan, settle: float) -> AsyncIterator[_
 def show(ctx: click.Context, /, address: str | None, **kw: Any) -> int:
     """What the state holds, with money per currency (invoiced, paid, due)."""
     opts = _options(ctx, **kw)
-    settings = opts.settings()
-    store = _store(settings)
-    state = _recovered_state(settings, store)
+    state = operations.read_state(operations.store_for(opts.settings()), _hooks(opts))
     _echo(render_show(state, address, "json" if opts.json else "text", color=opts.color))
     return 0
-
-
-def _recovered_state(settings: Settings, store: StateStore, *, locked: bool = False) -> State:
-    """The state with any journal an interrupted (or running) apply left folded in.
-
-    Read-only commands (``locked`` False) fold it in memory: no look-ups, no writes, no lock, so they
-    work offline and beside a running apply. Commands that write (holding the lock) recover it for
-    real first: its unresolved creates are looked up in Campfire.
-    """
-    from invoicesync.state import fold_journal
-
-    if not store.has_journal():
-        return store.load()
-    if locked:
-
-        async def run() -> State:
-            async with _session(settings, store, client_required=False) as (state, _client):
-                return state
-
-        return asyncio.run(run())
-    folded, pending = fold_journal(store.load(), store.read_journal())
-    note = "Showing the outcomes an unfinished (interrupted or running) apply recorded in its journal"
-    if pending:
-        note += f"; {len(pending)} change(s) of unknown outcome are settled by the next plan or apply"
-    _echo(note + ".", err=True)
-    return folded
 
 
 @cli.command("refresh")
@@ -624,27 +388,13 @@ def _recovered_state(settings: Settings, store: StateStore, *, locked: bool = Fa
 def refresh_cmd(ctx: click.Context, /, parallelism: int, lock_timeout: float, **kw: Any) -> int:
     """Read every managed invoice back and update the state's remote snapshots (changes nothing remote)."""
     opts = _options(ctx, **kw)
-    settings = opts.settings()
-    store = _store(settings)
-
-    async def run() -> tuple[int, list[str]]:
-        from invoicesync.apply import refresh, with_remote_snapshots
-
-        async with _session(settings, store, client_required=True) as (state, client):
-            assert client is not None
-            remote = await refresh(state, client, parallelism=parallelism)
-            refreshed = with_remote_snapshots(state, remote)
-            if refreshed != state:  # nothing new: the state file is left as it is, serial included
-                store.save(refreshed)
-            return len(remote), sorted(a for a, inv in remote.items() if inv is None)
-
-    with store.lock("refresh", _lock_timeout(lock_timeout)):
-        count, missing = asyncio.run(run())
+    result = operations.refresh(opts.settings(), _hooks(opts), parallelism=parallelism,
+                                lock_timeout=_lock_timeout(lock_timeout))
     if opts.json:
-        _echo(dumps_json({"refreshed": count, "missing": missing}, pretty=True))
+        _echo(dumps_json({"refreshed": result.count, "missing": list(result.missing)}, pretty=True))
     else:
-        _echo(f"Refreshed {count} invoice{'s' if count != 1 else ''}.")
-        for address in missing:
+        _echo(f"Refreshed {result.count} invoice{'s' if result.count != 1 else ''}.")
+        for address in result.missing:
             _echo(f"  {address}: no longer exists in Campfire (the next plan creates it again)")
     return 0
 
@@ -667,19 +417,8 @@ def import_cmd(ctx: click.Context, /, address: str, invoice_id: int | None, invo
     desired = next((d for d in specs.invoices if d.address == address), None)
     if desired is None:
         raise InvoiceSyncError(f'"{address}" is not declared in the specs: declare it first, then import it.')
-    store = _store(settings)
-
-    async def run() -> int:
-        from invoicesync.apply import adopt, find_for_import
-
-        async with _session(settings, store, client_required=True) as (state, client):
-            assert client is not None
-            invoice = await find_for_import(client, desired, invoice_id=invoice_id, invoice_number=invoice_number)
-            store.save(adopt(state, desired, invoice))
-            return int(invoice["id"])
-
-    with store.lock("import", _lock_timeout(lock_timeout)):
-        adopted = asyncio.run(run())
+    adopted = operations.import_invoice(settings, desired, _hooks(opts), invoice_id=invoice_id,
+                                        invoice_number=invoice_number, lock_timeout=_lock_timeout(lock_timeout))
     _echo(f'Imported invoice {adopted} as "{address}". Run `invoicesync plan` to see how it differs from the spec.')
     return 0
 
@@ -695,8 +434,7 @@ def state_group() -> None:
 def state_list(ctx: click.Context, /, **kw: Any) -> int:
     """Every address the state manages, with its invoice id."""
     opts = _options(ctx.find_root(), **kw)
-    settings = opts.settings()
-    state = _recovered_state(settings, _store(settings))
+    state = operations.read_state(operations.store_for(opts.settings()), _hooks(opts))
     if opts.json:
         _echo(dumps_json({a: r.id for a, r in sorted(state.invoices.items())}, pretty=True))
     else:
@@ -712,8 +450,7 @@ def state_list(ctx: click.Context, /, **kw: Any) -> int:
 def state_show(ctx: click.Context, /, address: str, **kw: Any) -> int:
     """One state record in full."""
     opts = _options(ctx.find_root(), **kw)
-    settings = opts.settings()
-    state = _recovered_state(settings, _store(settings))
+    state = operations.read_state(operations.store_for(opts.settings()), _hooks(opts))
     if address not in state.invoices:
         raise InvoiceSyncError(f'the state has no "{address}" (see `invoicesync state list`).')
     _echo(dumps_json(state.invoices[address].model_dump(), pretty=True))
@@ -728,16 +465,7 @@ def state_show(ctx: click.Context, /, address: str, **kw: Any) -> int:
 def state_rm(ctx: click.Context, /, addresses: tuple[str, ...], lock_timeout: float, **kw: Any) -> int:
     """Forget addresses without touching their invoices in Campfire."""
     opts = _options(ctx.find_root(), **kw)
-    settings = opts.settings()
-    store = _store(settings)
-    with store.lock("state rm", _lock_timeout(lock_timeout)):
-        state = _recovered_state(settings, store, locked=True)
-        missing = [a for a in addresses if a not in state.invoices]
-        if missing:
-            raise InvoiceSyncError("the state has no " + ", ".join(f'"{a}"' for a in missing) + "; nothing was changed.")
-        invoices = {a: r for a, r in state.invoices.items() if a not in addresses}
-        retired = state.retired + [r.id for a, r in state.invoices.items() if a in addresses and r.id not in state.retired]
-        store.save(state.model_copy(update={"invoices": invoices, "retired": retired}))
+    operations.state_rm(opts.settings(), addresses, _hooks(opts), lock_timeout=_lock_timeout(lock_timeout))
     for address in addresses:
         _echo(f'Removed "{address}" from the state (its invoice is untouched in Campfire).')
     return 0
@@ -752,17 +480,8 @@ def state_rm(ctx: click.Context, /, addresses: tuple[str, ...], lock_timeout: fl
 def state_mv(ctx: click.Context, /, old: str, new: str, lock_timeout: float, **kw: Any) -> int:
     """Rename an address, keeping its invoice id."""
     opts = _options(ctx.find_root(), **kw)
-    settings = opts.settings()
-    store = _store(settings)
-    with store.lock("state mv", _lock_timeout(lock_timeout)):
-        state = _recovered_state(settings, store, locked=True)
-        if old not in state.invoices:
-            raise InvoiceSyncError(f'the state has no "{old}"; nothing was changed.')
-        if new in state.invoices:
-            raise InvoiceSyncError(f'the state already has "{new}"; nothing was changed.')
-        invoices = {(new if a == old else a): r for a, r in state.invoices.items()}
-        store.save(state.model_copy(update={"invoices": invoices}))
-    _echo(f'Moved "{old}" to "{new}" (invoice {state.invoices[old].id}).')
+    invoice_id = operations.state_mv(opts.settings(), old, new, _hooks(opts), lock_timeout=_lock_timeout(lock_timeout))
+    _echo(f'Moved "{old}" to "{new}" (invoice {invoice_id}).')
     return 0
 
 
@@ -771,20 +490,8 @@ def state_mv(ctx: click.Context, /, old: str, new: str, lock_timeout: float, **k
 @click.pass_context
 def force_unlock(ctx: click.Context, /, env: str | None) -> int:
     """Remove a stale lock (only needed where the OS lock cannot work, e.g. a network file system)."""
-    settings = load_settings(ctx.obj.get("directory"), environment=env)
-    store = _store(settings)
-    info = store.read_lock_info() or {}
-    holder = f"{info.get('command')} (pid {info.get('pid')} on {info.get('host')}) since {info.get('time')}"
-    if store.lock_is_held():
-        raise InvoiceSyncError(
-            f"the state lock is held by a live run: {holder}. Wait for it, or stop it; the operating "
-            "system releases its lock when it ends. Nothing was removed."
-        )
-    if not info.get("pid"):
-        _echo("There was no lock.")  # no file, or one a finished run released
-        return 0
-    store.force_unlock()
-    _echo(f"Removed the lock held by {holder}.")
+    holder = operations.force_unlock(load_settings(ctx.obj.get("directory"), environment=env))
+    _echo(f"Removed the lock held by {holder}." if holder else "There was no lock.")
     return 0
 
 

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from invoicesync.apply import recover
+from invoicesync.recovery import recover
 from invoicesync.client import CampfireClient
 from invoicesync.models import loads_json
 from invoicesync.sandbox import DEFAULT_TOKEN, Sandbox

@@ -1,0 +1,500 @@
+"""Each command's operation: plan, apply, refresh, import, state rm/mv, reading the state, force-unlock.
+
+Owns what a command does between parsing its flags and printing its result (Terraform's
+``backend/local``): one ``session()`` that opens the environment's client, binds the state to the
+endpoint it talks to and recovers any journal an interrupted run left; then the operation itself,
+which hands its decisions to ``plan``, ``apply`` and ``recovery``. It never parses arguments and
+never prints: what the user should see while it runs reaches them through ``Hooks``, which the CLI
+fills in.
+
+HTTP (``client``, ``apply``) is imported where an operation talks to Campfire, so that offline
+commands (validate, ``plan --refresh=false``) stay quick to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from invoicesync.config import Settings
+from invoicesync.errors import ApiConnectionError, ApiError, ConfigError, InvoiceSyncError, StateError
+from invoicesync.models import DesiredInvoice
+from invoicesync.plan import ApplyResult, Outcome, Plan, check_saved_plan, has_changes, make_plan, matching
+from invoicesync.specs import SpecSet
+from invoicesync.state import State, StateStore, fold_journal, new_state
+
+if TYPE_CHECKING:
+    from invoicesync.client import CampfireClient
+
+__all__ = [
+    "SANDBOX_BASE_URL",
+    "Hooks",
+    "Progress",
+    "RefreshResult",
+    "apply",
+    "endpoint_of",
+    "force_unlock",
+    "import_invoice",
+    "plan",
+    "read_state",
+    "refresh",
+    "session",
+    "state_mv",
+    "state_rm",
+    "store_for",
+]
+
+SANDBOX_BASE_URL = "http://sandbox.invoicesync.invalid"
+
+
+# --- how an operation reaches the user ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Apply's progress callbacks: each finished change, and each create that starts waiting out its settle window."""
+
+    on_outcome: Callable[[Outcome], None] | None = None
+    on_wait: Callable[[str, float], None] | None = None
+
+
+def _no_note(text: str) -> None:
+    return None
+
+
+def _no_plan(plan: Plan) -> None:
+    return None
+
+
+@contextlib.asynccontextmanager
+async def _no_progress(plan: Plan, settle: float) -> AsyncIterator[Progress]:
+    yield Progress()
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the user sees while an operation runs (the CLI's views); every hook is optional.
+
+    - ``note``: one line for stderr (a warning, a recovery report).
+    - ``wait``: waits out an interrupted run's settle window (``seconds``, ``count``), showing it.
+    - ``show_plan``: the plan apply is about to carry out, before it asks.
+    - ``confirm``: asks for approval; raises to cancel.
+    - ``progress``: an async context around the execution, yielding its ``Progress`` callbacks.
+    """
+
+    note: Callable[[str], None] = _no_note
+    wait: Callable[[float, int], Awaitable[None]] | None = None
+    show_plan: Callable[[Plan], None] = _no_plan
+    confirm: Callable[[Plan], None] = _no_plan
+    progress: Callable[[Plan, float], AbstractAsyncContextManager[Progress]] = field(default=_no_progress)
+
+
+# --- the session: client, endpoint binding, recovery ------------------------------------------------
+
+
+def store_for(settings: Settings, *, repairing: bool = False) -> StateStore:
+    """The state store of the environment; ``repairing`` lets state surgery load a state that needs it."""
+    return StateStore(settings.state_dir, settings.environment.name, allow_duplicate_ids=repairing)
+
+
+def endpoint_of(settings: Settings) -> str:
+    """Which Campfire this environment talks to: "sandbox", or the API's origin."""
+    env = settings.environment
+    if env.endpoint == "sandbox":
+        return "sandbox"
+    url = urllib.parse.urlsplit(env.base_url)
+    # Host and port only: never credentials (the state is committed), never a default port's spelling.
+    port = url.port if url.port not in (None, {"http": 80, "https": 443}.get(url.scheme)) else None
+    return f"{url.scheme}://{(url.hostname or '').lower()}" + (f":{port}" if port else "")
+
+
+def _bind(state: State, settings: Settings) -> State:
+    """The state, refused if it belongs to another Campfire than this run talks to, else bound to this one."""
+    here = endpoint_of(settings)
+    if state.endpoint is not None and state.endpoint != here:
+        raise ConfigError(
+            f'the state of environment "{state.environment}" holds invoice ids of {state.endpoint}, but this run '
+            f"talks to {here}; its ids mean other invoices there. Check -e, CAMPFIRE_BASE_URL and the workspace config."
+        )
+    return state if state.endpoint == here else state.model_copy(update={"endpoint": here})
+
+
+def _retry_base() -> float:
+    """INVOICESYNC_RETRY_BASE (seconds, default 0.25) shortens back-off, for test suites driving a faulty sandbox."""
+    raw = os.environ.get("INVOICESYNC_RETRY_BASE")
+    if not raw:
+        return 0.25
+    try:
+        return max(0.0, float(raw))
+    except ValueError as exc:
+        raise ConfigError(f"INVOICESYNC_RETRY_BASE must be a number of seconds, not {raw!r}") from exc
+
+
+@contextlib.asynccontextmanager
+async def _client(settings: Settings, *, required: bool) -> AsyncIterator[CampfireClient | None]:
+    """The Campfire client of the environment: the in-process sandbox, or HTTP with the API key."""
+    from invoicesync.client import CampfireClient
+
+    env = settings.environment
+    if env.endpoint == "sandbox":
+        from invoicesync.sandbox import DEFAULT_TOKEN, Sandbox
+
+        sandbox = Sandbox(data_file=settings.state_dir / f"{env.name}.sandbox.json")
+        try:
+            async with CampfireClient(SANDBOX_BASE_URL, DEFAULT_TOKEN, transport=sandbox.transport()) as client:
+                yield client
+        finally:
+            sandbox.close()
+    elif settings.api_key:
+        async with CampfireClient(
+            env.base_url, settings.api_key, api_key_name=env.api_key_env, backoff_base=_retry_base(),
+            read_timeout=env.timeout,
+        ) as client:
+            yield client
+    elif required:
+        raise ConfigError(
+            f"{env.api_key_env} is not set: this command talks to Campfire ({env.base_url}) and needs an API key "
+            f"in that environment variable."
+        )
+    else:
+        yield None
+
+
+@dataclass(frozen=True)
+class Session:
+    """An environment ready to work on: its store, its state (recovered and bound) and its client."""
+
+    settings: Settings
+    store: StateStore
+    state: State
+    client: CampfireClient | None
+
+
+@contextlib.asynccontextmanager
+async def session(
+    settings: Settings, store: StateStore, hooks: Hooks, *, client_required: bool
+) -> AsyncIterator[Session]:
+    """Open the environment's client, bind the state to its endpoint and recover any journal left behind.
+
+    The caller holds the state lock. The client is None when no API key is set (and none is required).
+    """
+    from invoicesync.recovery import recover
+
+    async with _client(settings, required=client_required) as client:
+        state = _bind(store.load(), settings)
+        if store.has_journal():
+            state, found = await recover(
+                store, state, client, settle_seconds=settings.environment.settle_window, wait=hooks.wait,
+            )
+            hooks.note(f"Recovered the journal of an interrupted run ({found} create(s) of unknown outcome found in Campfire).")
+        yield Session(settings, store, state, client)
+
+
+def read_state(store: StateStore, hooks: Hooks) -> State:
+    """The state with any journal an interrupted (or running) apply left folded in memory, for commands that only read.
+
+    No look-ups, no writes, no lock, no waiting: it works offline and beside a running apply, and
+    names what is still unresolved.
+    """
+    if not store.has_journal():
+        return store.load()
+    folded, pending = fold_journal(store.load(), store.read_journal())
+    note = "Including the outcomes an unfinished (interrupted or running) apply recorded in its journal"
+    if pending:
+        unresolved = sorted({str(r.get("address")) for r in pending})
+        shown = ", ".join(unresolved[:10]) + (f" and {len(unresolved) - 10} more" if len(unresolved) > 10 else "")
+        note += (f"; unresolved, outcome unknown: {shown} (the next plan or apply looks "
+                 f"{'them' if len(unresolved) != 1 else 'it'} up in Campfire before anything else)")
+    hooks.note(note + ".")
+    return folded
+
+
+def _recovered(settings: Settings, store: StateStore, hooks: Hooks) -> State:
+    """The state with its journal recovered for real (the caller holds the lock): for commands that write."""
+    if not store.has_journal():
+        return store.load()
+
+    async def run() -> State:
+        async with session(settings, store, hooks, client_required=False) as s:
+            return s.state
+
+    return asyncio.run(run())
+
+
+# --- plan ------------------------------------------------------------------------------------------------
+
+
+async def _refreshed(
+    s: Session, hooks: Hooks, *, parallelism: int, targets: Sequence[str]
+) -> dict[str, Any] | None:
+    """Campfire's invoices for the state's addresses (the targeted ones), or None when not read."""
+    from invoicesync.apply import refresh as read_back
+
+    if not s.state.invoices:
+        return {}  # nothing recorded, so nothing to read back: the plan is as fresh as it gets
+    if s.client is None:
+        hooks.note(f"Not refreshed: {s.settings.environment.api_key_env} is not set; planning against the state as recorded.")
+        return None
+    addresses = matching(s.state.invoices, targets) if targets else None
+    return await read_back(s.state, s.client, addresses=addresses, parallelism=parallelism)
+
+
+async def _facts(s: Session, specs: SpecSet, hooks: Hooks) -> dict[str, Any]:
+    """What a plan needs from Campfire besides the managed invoices (``make_plan``'s keyword arguments).
+
+    The currency of each entity, when a spec leaves ``currency`` to its entity; and, for the
+    invoices about to be created, the invoice numbers Campfire already holds outside this state.
+    """
+    if s.client is None:
+        return {}
+    facts: dict[str, Any] = {}
+    if any(not d.wire.get("currency") for d in specs.invoices):
+        try:
+            facts["entity_currencies"] = await s.client.entity_currencies()
+        except ApiConnectionError:
+            raise
+        except ApiError as exc:
+            hooks.note(f"Warning: cannot read the entities' currencies ({exc}); invoices that do not name a "
+                       "currency are shown with their entity's currency unknown.")
+    numbers = {
+        (int(d.wire["entity"]), str(d.wire["invoice_number"]))
+        for d in specs.invoices
+        if d.address not in s.state.invoices and d.wire.get("invoice_number")
+    }
+    facts["existing_invoices"] = await s.client.invoice_numbers_in_use(numbers) if numbers else {}
+    return facts
+
+
+async def _plan_online(
+    s: Session, specs: SpecSet, hooks: Hooks, *, refresh: bool, parallelism: int, targets: Sequence[str],
+    replace: Sequence[str],
+) -> tuple[Plan, State]:
+    """Refresh (unless told not to), learn the facts and plan; returns the plan and the refreshed state."""
+    from invoicesync.apply import with_remote_snapshots
+
+    remote = await _refreshed(s, hooks, parallelism=parallelism, targets=targets) if refresh else None
+    state = with_remote_snapshots(s.state, remote) if remote else s.state
+    facts = await _facts(s, specs, hooks)
+    plan_ = make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None,
+                      **facts)
+    return plan_, state
+
+
+def plan(
+    settings: Settings,
+    specs: SpecSet,
+    hooks: Hooks,
+    *,
+    refresh: bool = True,
+    parallelism: int = 8,
+    targets: Sequence[str] = (),
+    replace: Sequence[str] = (),
+    lock_timeout: float | None = None,
+) -> Plan:
+    """Recover, refresh and plan, under the state lock.
+
+    ``refresh=False`` plans offline: no client is built, no event loop runs, and a journal left by
+    an interrupted run is folded in memory (never waited on, never written).
+    """
+    store = store_for(settings)
+    with store.lock("plan", lock_timeout):
+        if not refresh:
+            return make_plan(specs.invoices, read_state(store, hooks), None, targets=targets, replace=replace,
+                             refreshed=False)
+
+        async def online() -> Plan:
+            async with session(settings, store, hooks, client_required=False) as s:
+                plan_, _state = await _plan_online(s, specs, hooks, refresh=True, parallelism=parallelism,
+                                                   targets=targets, replace=replace)
+            return plan_
+
+        return asyncio.run(online())
+
+
+# --- apply ------------------------------------------------------------------------------------------------
+
+
+def apply(
+    settings: Settings,
+    specs: SpecSet,
+    hooks: Hooks,
+    *,
+    saved: Plan | None = None,
+    refresh: bool = True,
+    parallelism: int = 8,
+    targets: Sequence[str] = (),
+    replace: Sequence[str] = (),
+    lock_timeout: float | None = None,
+) -> ApplyResult:
+    """Plan (or take a saved plan), show it, confirm, carry it out and record every outcome, under the state lock.
+
+    A saved plan is checked against the state and the specs it was made from. A plan with nothing to
+    do returns an empty result (writing the refreshed snapshots only when they are news). Ctrl-C or
+    SIGTERM stops starting new changes; those in flight finish and are recorded.
+    """
+    store = store_for(settings)
+    with store.lock("apply", lock_timeout):
+        return asyncio.run(_apply(settings, store, specs, hooks, saved, refresh=refresh, parallelism=parallelism,
+                                  targets=targets, replace=replace))
+
+
+async def _apply(settings: Settings, store: StateStore, specs: SpecSet, hooks: Hooks, saved: Plan | None, *,
+                 refresh: bool, parallelism: int, targets: Sequence[str], replace: Sequence[str]) -> ApplyResult:
+    from invoicesync.apply import execute_plan
+
+    async with session(settings, store, hooks, client_required=True) as s:
+        assert s.client is not None
+        state = s.state
+        if saved is not None:
+            plan_ = saved
+            check_saved_plan(plan_, environment=settings.environment.name, state=state,
+                             state_exists=store.exists(), desired=specs.invoices)
+            if not store.exists():
+                # The plan's lineage is in the source_ids it will send.
+                state = new_state(settings.environment.name, lineage=plan_.lineage).model_copy(
+                    update={"endpoint": state.endpoint})
+            hooks.show_plan(plan_)
+        else:
+            plan_, state = await _plan_online(s, specs, hooks, refresh=refresh, parallelism=parallelism,
+                                              targets=targets, replace=replace)
+            hooks.show_plan(plan_)
+            if not has_changes(plan_):
+                if state != s.state:  # a refresh that found nothing new writes nothing (the serial stays)
+                    store.save(state)
+                return ApplyResult(outcomes=())
+            hooks.confirm(plan_)
+
+        stop = asyncio.Event()
+        settle = settings.environment.settle_window
+        with _interrupts(asyncio.get_running_loop(), stop):
+            async with hooks.progress(plan_, settle) as progress:
+                _state, result = await execute_plan(plan_, store=store, state=state, client=s.client,
+                                                    parallelism=parallelism, on_outcome=progress.on_outcome,
+                                                    stop=stop, settle=settle, on_wait=progress.on_wait)
+    return result
+
+
+@contextlib.contextmanager
+def _interrupts(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) stops starting new changes; the ones in flight finish and are recorded."""
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+# --- refresh and import -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What a refresh read: how many invoices, and the addresses whose invoice Campfire no longer has."""
+
+    count: int
+    missing: tuple[str, ...]
+
+
+def refresh(settings: Settings, hooks: Hooks, *, parallelism: int = 8, lock_timeout: float | None = None) -> RefreshResult:
+    """Read every managed invoice back and record the remote snapshots; writes only when something is news."""
+    store = store_for(settings)
+
+    async def run() -> RefreshResult:
+        from invoicesync.apply import refresh as read_back
+        from invoicesync.apply import with_remote_snapshots
+
+        async with session(settings, store, hooks, client_required=True) as s:
+            assert s.client is not None
+            remote = await read_back(s.state, s.client, parallelism=parallelism)
+            refreshed = with_remote_snapshots(s.state, remote)
+            if refreshed != s.state:  # nothing new: the state file is left as it is, serial included
+                store.save(refreshed)
+            return RefreshResult(len(remote), tuple(sorted(a for a, inv in remote.items() if inv is None)))
+
+    with store.lock("refresh", lock_timeout):
+        return asyncio.run(run())
+
+
+def import_invoice(
+    settings: Settings,
+    desired: DesiredInvoice,
+    hooks: Hooks,
+    *,
+    invoice_id: int | None = None,
+    invoice_number: str | None = None,
+    lock_timeout: float | None = None,
+) -> int:
+    """Adopt an existing invoice (by id or invoice number) for a declared address; returns its id."""
+    store = store_for(settings)
+
+    async def run() -> int:
+        from invoicesync.apply import adopt, find_for_import
+
+        async with session(settings, store, hooks, client_required=True) as s:
+            assert s.client is not None
+            invoice = await find_for_import(s.client, desired, invoice_id=invoice_id, invoice_number=invoice_number)
+            store.save(adopt(s.state, desired, invoice))
+            return int(invoice["id"])
+
+    with store.lock("import", lock_timeout):
+        return asyncio.run(run())
+
+
+# --- state surgery -----------------------------------------------------------------------------------------
+
+
+def state_rm(settings: Settings, addresses: Sequence[str], hooks: Hooks, *, lock_timeout: float | None = None) -> None:
+    """Forget addresses without touching their invoices; their ids are retired (a look-up never takes one)."""
+    store = store_for(settings, repairing=True)
+    with store.lock("state rm", lock_timeout):
+        state = _recovered(settings, store, hooks)
+        missing = [a for a in addresses if a not in state.invoices]
+        if missing:
+            raise InvoiceSyncError("the state has no " + ", ".join(f'"{a}"' for a in missing) + "; nothing was changed.")
+        invoices = {a: r for a, r in state.invoices.items() if a not in addresses}
+        retired = state.retired + [r.id for a, r in state.invoices.items() if a in addresses and r.id not in state.retired]
+        store.save(state.model_copy(update={"invoices": invoices, "retired": retired}))
+
+
+def state_mv(settings: Settings, old: str, new: str, hooks: Hooks, *, lock_timeout: float | None = None) -> int:
+    """Rename an address, keeping its invoice; returns the invoice id."""
+    store = store_for(settings, repairing=True)
+    with store.lock("state mv", lock_timeout):
+        state = _recovered(settings, store, hooks)
+        if old not in state.invoices:
+            raise InvoiceSyncError(f'the state has no "{old}"; nothing was changed.')
+        if new in state.invoices:
+            raise InvoiceSyncError(f'the state already has "{new}"; nothing was changed.')
+        invoices = {(new if a == old else a): r for a, r in state.invoices.items()}
+        store.save(state.model_copy(update={"invoices": invoices}))
+        return state.invoices[old].id
+
+
+def force_unlock(settings: Settings) -> str | None:
+    """Remove a lock file no live run holds; returns who held it, or None when there was none."""
+    store = store_for(settings)
+    info = store.read_lock_info() or {}
+    holder = f"{info.get('command')} (pid {info.get('pid')} on {info.get('host')}) since {info.get('time')}"
+    if store.lock_is_held():
+        raise StateError(
+            f"the state lock is held by a live run: {holder}. Wait for it, or stop it; the operating "
+            "system releases its lock when it ends. Nothing was removed."
+        )
+    if not info.get("pid"):
+        return None  # no file, or one a finished run released
+    store.force_unlock()
+    return holder

@@ -160,13 +160,18 @@ def test_state_mv_with_renamed_spec_gives_an_empty_plan(workspace: Workspace, sa
     assert plan.exit_code == 0, plan.output
 
 
-def test_state_rm_then_plan_shows_a_create(workspace: Workspace, sandbox_server: SandboxServer) -> None:
-    _applied(workspace)
+def test_state_rm_then_plan_blocks_the_create_of_a_number_campfire_has(workspace: Workspace, sandbox_server: SandboxServer) -> None:
+    ids = _applied(workspace)
     assert workspace.run("state", "rm", "acme-2025-07").exit_code == 0
     plan = workspace.run("plan", "--detailed-exitcode")
-    assert plan.exit_code == 2
-    assert "acme-2025-07" in plan.stdout and "create" in plan.stdout
-    assert len(sandbox_server.invoices()) == 2
+    assert plan.exit_code == 0, plan.output  # blocked changes are not changes apply would make
+    assert "! acme-2025-07" in plan.stdout
+    assert f"already exists in Campfire (id {ids['acme-2025-07']})" in plan.stdout
+    assert f"invoicesync import acme-2025-07 {ids['acme-2025-07']}" in plan.stdout
+    assert workspace.run("apply", "--auto-approve").exit_code == 0
+    assert len(sandbox_server.invoices()) == 2  # no second ACME-2025-07
+    assert workspace.run("import", "acme-2025-07", str(ids["acme-2025-07"])).exit_code == 0
+    assert workspace.run("plan", "--detailed-exitcode").exit_code == 0
 
 
 def test_target_limits_apply_to_matching_addresses(workspace: Workspace, sandbox_server: SandboxServer) -> None:

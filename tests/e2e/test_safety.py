@@ -196,7 +196,8 @@ def test_a_forgotten_invoice_is_never_taken_for_its_re_added_spec(workspace: Wor
     forgotten = workspace.state()["invoices"]["inv-a"]["id"]
     workspace.write("specs/a.yaml", "invoices: {}\n")
     assert workspace.run("apply", "--auto-approve").exit_code == 0
-    workspace.write("specs/a.yaml", ONE.replace("{extra}", ""))
+    # Renumbered: the forgotten invoice still holds A-1, and a create of A-1 would be blocked as existing.
+    workspace.write("specs/a.yaml", ONE.replace("{extra}", "").replace("A-1", "A-2"))
     # Seeded so that the create fails with a 5xx before committing and the look-up that follows
     # succeeds: the forgotten invoice has the same source_id and is open, and must not be taken.
     sandbox_server.set_faults(fail_rate=0.5, seed=1)

@@ -507,34 +507,26 @@ class _Currencies:
 
     entities: Mapping[int, str]  # as Campfire lists its entities
     seen: Mapping[int, str]  # entity -> the currency Campfire reported for its invoices that name none
-    live: Mapping[str, Mapping[str, Any] | None]
+    reported: Mapping[str, str]  # address -> the currency Campfire reported for the invoice there
 
     @classmethod
     def of(
         cls, state: State, live: Mapping[str, Mapping[str, Any] | None], entities: Mapping[int, str]
     ) -> _Currencies:
+        reported: dict[str, str] = {}
         found: dict[int, set[str]] = {}
         for address, record in state.invoices.items():
+            currency = _reported(record, live.get(address), address in live)
+            if currency is None:
+                continue
+            reported[address] = currency
             entity = _entity_of(record.body)
-            if entity is None or _named_currency(record.body):
-                continue  # an invoice that names its currency says nothing of its entity's
-            reported = cls._reported(record, live.get(address), address in live)
-            if reported:
-                found.setdefault(entity, set()).add(reported)
+            if entity is not None and not _named_currency(record.body):
+                # Only an invoice that names no currency of its own was billed in its entity's.
+                found.setdefault(entity, set()).add(currency)
         # Invoices of one entity that disagree (its currency changed?) settle nothing.
         seen = {entity: next(iter(codes)) for entity, codes in found.items() if len(codes) == 1}
-        return cls(entities, seen, live)
-
-    @staticmethod
-    def _reported(record: InvoiceRecord, live: Mapping[str, Any] | None, refreshed: bool) -> str | None:
-        """What Campfire says this invoice's currency is: as refreshed now, else as the state last saw it."""
-        if refreshed:
-            if live is None:
-                return None  # deleted in Campfire
-            currency = RemoteSnapshot.from_response(live).currency
-            if currency:
-                return currency
-        return record.remote.currency if record.remote is not None else None
+        return cls(entities, seen, reported)
 
     def of_body(self, body: Mapping[str, Any], address: str, record: InvoiceRecord | None = None) -> str | None:
         """The currency of ``body``, to be (or already) applied at ``address``, whose invoice is ``record``'s."""
@@ -547,7 +539,7 @@ class _Currencies:
         # The invoice's own currency, as Campfire reported it, is its entity's when its applied body
         # named none (and the entity is the same one).
         if record is not None and not _named_currency(record.body) and _entity_of(record.body) == entity:
-            reported = self._reported(record, self.live.get(address), address in self.live)
+            reported = self.reported.get(address)
             if reported:
                 return reported
         if entity is not None:
@@ -556,8 +548,7 @@ class _Currencies:
 
     def managed_key(self, address: str, record: InvoiceRecord, money: InvoiceMoney) -> MoneyKey:
         """The currency a managed invoice's money is in: Campfire's word, its body's, else as for a change."""
-        reported = self._reported(record, self.live.get(address), address in self.live)
-        currency = reported or self.of_body(record.body, address, record)
+        currency = self.reported.get(address) or self.of_body(record.body, address, record)
         return (currency, None) if currency else (None, _entity_of(record.body))
 
     def money(
@@ -573,14 +564,27 @@ class _Currencies:
         fields: dict[str, Any] = {"currency": currency, "entity": entity}
         if body is None or record is None:
             return fields
-        before = self.of_body(record.body, address, record)
         before_entity = _entity_of(record.body)
+        if before_entity == entity and _named_currency(record.body) == _named_currency(body):
+            return fields  # the same entity and the same named currency (or none): the same currency
+        before = self.of_body(record.body, address, record)
         after_key: MoneyKey = (currency, None) if currency else (None, entity)
         before_key: MoneyKey = (before, None) if before else (None, before_entity)
         if before_key != after_key:
             fields["currency_before"] = before
             fields["entity_before"] = None if before else before_entity
         return fields
+
+
+def _reported(record: InvoiceRecord, live: Mapping[str, Any] | None, refreshed: bool) -> str | None:
+    """What Campfire says an invoice's currency is: as refreshed now, else as the state last saw it."""
+    if refreshed:
+        if live is None:
+            return None  # deleted in Campfire
+        currency = live.get("currency")
+        if isinstance(currency, str) and currency:
+            return currency
+    return record.remote.currency if record.remote is not None else None
 
 
 def _number_taken(

@@ -217,11 +217,14 @@ def _plan_lines(plan: Plan) -> list[Text]:
 
 def _managed_text(managed: Sequence[ManagedMoney]) -> str:
     """``Managed now: USD 110.00 invoiced, 20.00 paid, 90.00 due (2 invoices)``: the state's money before the plan."""
-    parts = [
-        f"{_money(m.invoiced, (m.currency, m.entity))} invoiced, {render_money(m.paid)} paid, {render_money(m.due)} due "
-        f"({_plural(m.invoices, 'invoice')})"
-        for m in managed
-    ]
+    parts = []
+    for m in managed:
+        figures = f"{render_money(m.invoiced)} invoiced, {render_money(m.paid)} paid, {render_money(m.due)} due"
+        if m.currency:
+            figures = f"{m.currency} {figures}"
+        else:
+            figures += f" in {_unknown_currency(m.entity)}"
+        parts.append(f"{figures} ({_plural(m.invoices, 'invoice')})")
     return "Managed now: " + "; ".join(parts)
 
 
@@ -475,8 +478,9 @@ def _plan_markdown(plan: Plan) -> str:
             ]
             for t in totals:
                 out.append(
-                    f"| {_md(_currency_label((t.currency, t.entity)))} | {render_money(t.create)} | {render_money(t.update, signed=True)} "
-                    f"| {render_money(t.remove)} | **{render_money(t.net, signed=True)}** |"
+                    f"| {_md(_currency_label((t.currency, t.entity)))} | {render_money(t.create)} "
+                    f"| {render_money(t.update, signed=True)} | {render_money(t.remove)} "
+                    f"| **{render_money(t.net, signed=True)}** |"
                 )
             out.append("")
         out += [
@@ -494,7 +498,8 @@ def _plan_markdown(plan: Plan) -> str:
             "| --- | ---: | ---: | ---: | ---: |",
         ]
         out += [
-            f"| {_md(_currency_label((m.currency, m.entity)))} | {m.invoices} | {render_money(m.invoiced)} | {render_money(m.paid)} | {render_money(m.due)} |"
+            f"| {_md(_currency_label((m.currency, m.entity)))} | {m.invoices} | {render_money(m.invoiced)} "
+            f"| {render_money(m.paid)} | {render_money(m.due)} |"
             for m in plan.managed
         ]
     notes = _notes(plan)

@@ -187,7 +187,7 @@ def test_unknown_currency_is_never_shown_or_summed_as_usd() -> None:
         "its invoices said which. Those amounts read \"in entity N's currency\" and are totalled apart, never as USD.\n"
         "Plan: 2 to create, 1 to update, 0 to remove.   Billing: +USD 55.00, +65.00 in entity 55's currency "
         "(+55.00 created, +10.00 updated)\n"
-        "Managed now: 55.00 in entity 55's currency invoiced, 0.00 paid, 55.00 due (1 invoice)\n"
+        "Managed now: 55.00 invoiced, 0.00 paid, 55.00 due in entity 55's currency (1 invoice)\n"
     )
     markdown = render_plan(plan, "markdown")
     assert "| entity 55's currency (not known) | 55.00 | +10.00 | 0.00 | **+65.00** |" in markdown

@@ -2,9 +2,11 @@
 
 Owns ``Action``, ``FieldChange``, ``Change``, ``Plan``, ``make_plan`` (the per-address decision: create,
 update with a PATCH of the changed fields, replace, void/delete/forget, or no-op; drift and locked
-invoices; ``--target``/``--replace`` globs; ``prevent_destroy``), the money impact per currency
-(``plan_totals``) and the plan's dict form (``plan_to_dict``/``plan_from_dict``: the ``--format json``
-output and the saved-plan file are the same document, described in README.md, "The JSON plan").
+invoices; creates whose invoice number Campfire already holds outside the state; ``--target``/``--replace``
+globs; ``prevent_destroy``), each change's currency (the spec's, else its entity's, else what Campfire
+reported; never a guessed USD), the money impact per currency (``plan_totals``) and the plan's dict form
+(``plan_to_dict``/``plan_from_dict``: the ``--format json`` output and the saved-plan file are the same
+document, described in README.md, "The JSON plan", sealed by its ``plan_digest``).
 
 Never does IO, never reads the clock, never prints.
 """

@@ -2,8 +2,9 @@
 
 Owns ``state/<environment>.json`` (pretty, sorted JSON; ``format_version``, ``lineage``, ``serial``),
 ``<environment>.json.backup``, the OS lock on ``<environment>.lock`` and the JSON-lines journal
-``<environment>.journal``. Knows nothing about HTTP or plans: reconciling an unresolved ``intent``
-with Campfire is the caller's job (``apply``); this module only says which intents are unresolved.
+``<environment>.journal``, and which state a record belongs to: one invoice id per address, journal
+records stamped with the state's lineage. Knows nothing about HTTP or plans: reconciling an unresolved
+``intent`` with Campfire is the caller's job (``apply``); this module only says which intents are unresolved.
 """
 
 from __future__ import annotations

@@ -295,8 +295,8 @@ class PostgresStore:
 
     def _migrate(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         """Create the schema and tables, or bring them up to ``SCHEMA_VERSION``; safe when runners race."""
-        if self._version(conn) == SCHEMA_VERSION:
-            return  # needs no privilege to create anything
+        if self._up_to_date(self._version(conn)):
+            return  # a role that may create nothing can use tables that exist
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", self._ddl_key)
             conn.execute(self._q("CREATE SCHEMA IF NOT EXISTS {schema}"))
@@ -305,14 +305,19 @@ class PostgresStore:
                 " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             ))
             current = self._version(conn) or 0
-            if current > SCHEMA_VERSION:
-                raise StateError(
-                    f"the tables in {self.display} were made by a newer invoicesync (schema version "
-                    f"{current}; this version knows {SCHEMA_VERSION}); upgrade invoicesync to use them"
-                )
+            if self._up_to_date(current):
+                return  # another runner created them meanwhile
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 conn.execute(self._q(_MIGRATIONS[version - 1]))
                 conn.execute(self._q("INSERT INTO {schema}.schema_version (version) VALUES (%s)"), (version,))
+
+    def _up_to_date(self, version: int | None) -> bool:
+        if version is not None and version > SCHEMA_VERSION:
+            raise StateError(
+                f"the tables in {self.display} were made by a newer invoicesync (schema version "
+                f"{version}; this version knows {SCHEMA_VERSION}); upgrade invoicesync to use them"
+            )
+        return version == SCHEMA_VERSION
 
     def _version(self, conn: psycopg.Connection[tuple[Any, ...]]) -> int | None:
         row = conn.execute(

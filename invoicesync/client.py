@@ -13,9 +13,19 @@ Retry policy, per request:
   retry (n from 0), for at most ``max_attempts`` sends in all;
 * 429 honours ``Retry-After`` (seconds or an HTTP-date) and sets a client-wide "resume at" time that
   every request of this client waits for before it sends, so a burst of 429s slows the whole run
-  instead of failing it. 429s do not count against ``max_attempts``; a request gives up when its
-  throttle waits would pass ``max_throttle_wait`` seconds;
+  instead of failing it. 429s do not count against ``max_attempts``; a request gives up at once when
+  its throttle waits would pass ``max_throttle_wait`` seconds (saying what Campfire asked for). A
+  ``Retry-After`` in the past, negative, infinite or unreadable is no instruction: the usual back-off;
 * 400/401/403/404/409/422 (any other status below 500) are never retried.
+
+Bounds, whatever the server does: each send has a deadline of the read timeout for the whole
+response (a server trickling bytes just inside the read timeout still ends it; handled like a read
+timeout), and a listing stops with ``ApiError`` after the pages its first ``count`` allows plus a
+margin (or ``max_pages``/``max_listed`` without a count), or after a few empty pages that link on.
+
+The API key never shows: every exception leaving a public method, and everything chained to it, is
+scrubbed of the key, also where the server echoed it with JSON, URL or HTML escapes; texts are
+scrubbed before they are shortened, so a cut never leaves a fragment.
 
 A write whose outcome is unknown (the request may have been sent: read timeout, dropped connection,
 5xx, unreadable success body) is reconciled before it is sent again: a create looks the invoice up
@@ -26,23 +36,26 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import html
+import ipaddress
 import logging
+import math
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from types import TracebackType
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 import simplejson
 
 from invoicesync import __version__
-from invoicesync.errors import ApiConnectionError, ApiError, CreateUnsettled, flatten_drf_errors
+from invoicesync.errors import ApiConnectionError, ApiError, ConfigError, CreateUnsettled, flatten_drf_errors
 from invoicesync.models import dumps_json, is_voided, loads_json
 
 __all__ = [
@@ -70,6 +83,16 @@ LOOKUP_PAGE_SIZE = 1000
 # A server that answers 429 with ``Retry-After: 0`` forever would never use up ``max_throttle_wait``;
 # this bounds the number of 429s one request accepts.
 _MAX_THROTTLED_REPLIES = 1000
+
+# A listing whose ``next`` link never ends (a new URL every page: a growing offset, a random cursor)
+# stops after the pages its first ``count`` allows plus a margin for invoices added meanwhile, and
+# never reads more than these, count or not.
+_MAX_PAGES = 10_000
+_MAX_LISTED = 1_000_000
+_MAX_EMPTY_PAGES = 3  # empty pages in a row that still link on (DRF never sends one)
+
+# Longer base URLs are refused (a pasted file, not a URL); the same bound as config's.
+_MAX_URL = 2048
 
 # Errors raised before any byte of the request could have reached the server: safe to resend as is.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -142,7 +165,10 @@ class InvoiceLookup:
         )
 
 
+# A key shorter than this cannot be a Campfire key (those are 40-character tokens); it is still
+# hidden, but only where it stands as a word of its own, so that "abc" does not tear "abcdef" apart.
 _MIN_REDACTED_KEY = 8
+_HIDDEN = "<hidden>"
 
 
 @dataclass
@@ -176,18 +202,23 @@ class CreateResult:
 
 
 class _Secret:
-    """A string that never shows itself in a repr or str."""
+    """A string that never shows itself in a repr or str, and hides itself in texts."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_value", "_pattern")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        self._pattern = _key_pattern(value)
 
     def reveal(self) -> str:
         return self._value
 
+    def hide_in(self, text: str) -> str:
+        """``text`` with the secret, as is or written with escapes, replaced by ``<hidden>``."""
+        return self._pattern.sub(_HIDDEN, text) if self._pattern is not None else text
+
     def __repr__(self) -> str:
-        return "<hidden>"
+        return _HIDDEN
 
     __str__ = __repr__
 
@@ -232,24 +263,177 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return (url.scheme, url.host, port)
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait per a ``Retry-After`` header (delta-seconds, fractional allowed, or HTTP-date)."""
+@dataclass(frozen=True)
+class _RetryAfter:
+    """What a 429's ``Retry-After`` header asked for: ``seconds`` to wait, or None and why not."""
+
+    header: str | None  # as sent, None when absent
+    seconds: float | None = None  # None: absent or unusable; back off as usual instead
+    problem: str = ""  # why an unusable one is unusable ("is in the past")
+
+
+def _read_retry_after(value: str | None) -> _RetryAfter:
+    """Read ``Retry-After`` (delta-seconds, fractions allowed, or an HTTP-date).
+
+    A date in the past, a negative number, infinity, NaN or anything else is no instruction: the
+    caller backs off as usual and can say what the header said.
+    """
     if value is None:
-        return None
-    value = value.strip()
+        return _RetryAfter(None)
+    text = value.strip()
     try:
-        seconds = float(value)
+        seconds = float(text)
     except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-    if seconds != seconds or seconds < 0:  # NaN or negative: not a usable instruction
+        pass
+    else:
+        if not math.isfinite(seconds):
+            return _RetryAfter(value, problem="is not a finite number of seconds")
+        if seconds < 0:
+            return _RetryAfter(value, problem="is negative")
+        return _RetryAfter(value, seconds)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return _RetryAfter(value, problem="is neither a number of seconds nor an HTTP-date")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    if seconds <= 0:
+        return _RetryAfter(value, problem="is in the past")
+    return _RetryAfter(value, seconds)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait per a ``Retry-After`` header, or None when it gives no usable instruction."""
+    return _read_retry_after(value).seconds
+
+
+def _duration(seconds: float) -> str:
+    """A wait in words a person can picture: ``45 s``, ``20 min``, ``5 h``, ``12 days``, ``73 years``."""
+    if seconds < 100:
+        return f"{seconds:.3g} s"
+    for unit, size, below in (("min", 60, 100), ("h", 3600, 48), ("days", 86400, 730)):
+        if seconds < size * below:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds / (365.25 * 86400):.0f} years"
+
+
+def _key_pattern(key: str) -> re.Pattern[str] | None:
+    """What the key looks like in a message: as is, or with any of its characters escaped.
+
+    Servers echo the key in a JSON string (``\\u0073``, ``\\/``), a bytes repr (``\\x7f``), a URL
+    (``%2D``) or an HTML page (``&#115;``, ``&amp;``), and any mix of these within the one key.
+    """
+    if not key:
         return None
-    return seconds
+
+    def hexes(code: int, width: int) -> str:  # hex digits of either case
+        return "".join(f"[{d.lower()}{d.upper()}]" if d.isalpha() else d for d in f"{code:0{width}x}")
+
+    named = {"&": "amp", "<": "lt", ">": "gt", '"': "quot", "'": "apos"}
+    parts = []
+    for ch in key:
+        code = ord(ch)
+        forms = [re.escape(ch), r"\\u" + hexes(code, 4), f"&#0*{code};", "&#[xX]0*" + hexes(code, 1) + ";"]
+        if code < 0x100:
+            forms += [r"\\x" + hexes(code, 2), "%" + hexes(code, 2)]
+        if ch in "/\\\"'":
+            forms.append(re.escape("\\" + ch))
+        if ch in named:
+            forms.append(f"&{named[ch]};")
+        parts.append("(?:" + "|".join(forms) + ")")
+    pattern = "".join(parts)
+    if len(key) < _MIN_REDACTED_KEY:
+        pattern = f"(?<![A-Za-z0-9]){pattern}(?![A-Za-z0-9])"
+    return re.compile(pattern)
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's kind, for messages: ``a string``, ``null``, ``a boolean``, ``a number``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (int, float, Decimal)):
+        return "a number"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _id_problem(item: Mapping[str, Any]) -> str | None:
+    """What is wrong with an invoice's ``id`` (missing, or not a positive integer), or None."""
+    if "id" not in item:
+        return "has no 'id'"
+    value = item["id"]
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = "" if value is None else f" ({_shorten(dumps_json(value), 40)})"
+        return f"has an 'id' that is {_kind(value)}{shown}, not an integer"
+    if value < 1:
+        return f"has an 'id' of {value}, not a positive integer"
+    return None
+
+
+_URL_TEXT = re.compile(r"[A-Za-z0-9\-._~:/@!$&'()*+,;=%\[\]]*")  # RFC 3986 characters but '?' and '#'
+_HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
+_SCHEME = re.compile(r"^https?://", re.IGNORECASE)
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _shown_url(text: str) -> str:
+    """A URL for a message: no user name or password, at most 100 characters, quoted."""
+    return repr(_shorten(re.sub(r"//.*@", "//***@", text), 100))
+
+
+def _base_url(value: str) -> httpx.URL:
+    """The base URL checked (http(s), a valid host and port, no query or fragment) and without credentials.
+
+    Raises ``ConfigError``: the CLI's config checks the same rules first, naming the variable or key.
+    """
+    text = value.strip()
+
+    def bad(problem: str) -> ConfigError:
+        return ConfigError(f"base URL {_shown_url(text)} {problem}")
+
+    if len(text) > _MAX_URL:
+        raise ConfigError(f"base URL is too long ({len(text)} characters; at most {_MAX_URL})")
+    if not _SCHEME.match(text):
+        raise bad("must start with http:// or https://")
+    if "?" in text or "#" in text:
+        raise bad("must not have a query ('?...') or a fragment ('#...')")
+    if not _URL_TEXT.fullmatch(text):
+        raise bad("holds characters a URL cannot have (white space, control or non-ASCII characters; "
+                  "write an international host name in its xn-- form)")
+    if _BAD_PERCENT.search(text):
+        raise bad("has a '%' that is not followed by two hex digits")
+    authority = text.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+    if authority.startswith("["):  # [IPv6]:port
+        inside, closed, rest = authority[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(inside if closed and (not rest or rest.startswith(":")) else "-")
+        except ValueError:
+            raise bad("has an invalid IPv6 host") from None
+        port = rest[1:]
+    else:
+        host, _, port = authority.partition(":")
+        if not host:
+            raise bad("has no host")
+        if not _HOST.fullmatch(host):
+            raise bad("has an invalid host name")
+        if re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+", host):
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise bad("has an invalid IPv4 address") from None
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise bad("has an invalid port (a number from 1 to 65535)")
+    try:
+        url = httpx.URL(text.rstrip("/"))
+    except httpx.InvalidURL as exc:
+        raise bad(f"is not a valid URL ({exc})") from None
+    # Never keep user:password from a URL (it would show in messages).
+    return url.copy_with(username=None, password=None)
 
 
 _TAG = re.compile(r"<[^>]*>")
@@ -285,8 +469,20 @@ def _summarise(body: Any) -> str:
     return _shorten(dumps_json(body))
 
 
-def _describe(exc: Exception, timeouts: httpx.Timeout) -> str:
-    """What went wrong with the connection, in words (httpx's own text in parentheses when it has any)."""
+class _DeadlineExceeded(Exception):
+    """The whole response (headers and body) did not arrive within the request's deadline."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the whole response took longer than {seconds:g} s")
+
+
+def _describe(exc: Exception, timeouts: httpx.Timeout, redact: Callable[[str], str]) -> str:
+    """What went wrong with the connection, in words (httpx's own text in parentheses when it has any).
+
+    ``redact`` hides the key in httpx's text before it is shortened (a cut key would show a fragment).
+    """
+    if isinstance(exc, _DeadlineExceeded):
+        return str(exc)
     if isinstance(exc, httpx.ConnectTimeout):
         what = f"connecting timed out after {timeouts.connect:g} s"
     elif isinstance(exc, httpx.ConnectError):
@@ -307,7 +503,7 @@ def _describe(exc: Exception, timeouts: httpx.Timeout) -> str:
         what = "the success response was not valid JSON"
     else:
         what = "the request failed"
-    detail = _shorten(str(exc), 160)
+    detail = _shorten(redact(str(exc)), 160)
     return f"{what} ({type(exc).__name__}: {detail})" if detail else f"{what} ({type(exc).__name__})"
 
 
@@ -325,20 +521,44 @@ def _parse_body(response: httpx.Response) -> Any:
     return response.text
 
 
-def _money(value: Any) -> Decimal:
+def _money(value: Any) -> Decimal | None:
+    """An amount as Campfire writes it (``"10.50"``), or None when it is missing or not an amount.
+
+    Never 0 for what cannot be read: a payment check that took an unreadable ``amount_paid`` for 0
+    could decide that a recorded payment was not, and record it twice.
+    """
+    if value is None or isinstance(value, bool):
+        return None
     try:
-        return Decimal(str(value)) if value is not None else Decimal(0)
+        amount = Decimal(str(value).strip())
     except InvalidOperation:
-        return Decimal(0)
+        return None
+    return amount if amount.is_finite() else None
 
 
-def _payment_total(payment: Mapping[str, Any]) -> Decimal:
+def _payment_total(payment: Mapping[str, Any]) -> Decimal | None:
+    """The amount a payment body records, or None when one of its amounts is not an amount."""
     total = Decimal(0)
     for key in ("transactions", "credit_memos", "empty_transactions"):
         for item in payment.get(key) or ():
             if isinstance(item, Mapping):
-                total += _money(item.get("amount"))
+                amount = _money(item.get("amount"))
+                if amount is None:
+                    return None
+                total += amount
     return total
+
+
+def _int_or(value: Any, default: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return default
+    return number if number > 0 else default
+
+
+def _count(items: Any) -> int:
+    return len(items) if isinstance(items, list) else 0
 
 
 def _query_value(value: Any) -> Any:
@@ -349,6 +569,26 @@ def _query_value(value: Any) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_query_value(v) for v in value]
     return value
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _redacting(
+    method: Callable[Concatenate[CampfireClient, _P], Awaitable[_T]],
+) -> Callable[Concatenate[CampfireClient, _P], Coroutine[Any, Any, _T]]:
+    """Every exception leaving a public method, and all chained to it, has the key hidden (the one choke point)."""
+
+    @functools.wraps(method)
+    async def redacted(self: CampfireClient, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(self, *args, **kwargs)
+        except Exception as exc:  # not handled here: scrubbed of the key, then raised as it was
+            self._scrub(exc)
+            raise
+
+    return redacted
 
 
 # --- the client -------------------------------------------------------------------------------------
@@ -380,12 +620,14 @@ class CampfireClient:
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        self._base = httpx.URL(base_url.rstrip("/"))
-        if self._base.scheme not in ("http", "https") or not self._base.host:
-            raise ValueError(f"base URL must be an http(s) URL with a host, not {base_url!r}")
-        # Never keep user:password from a URL (it would show in messages).
-        self._base = self._base.copy_with(username=None, password=None)
-        self._base_str = str(self._base)
+        if not all(33 <= ord(ch) < 127 for ch in api_key):
+            # httpx and h11 quote a header value they refuse in their own messages.
+            raise ConfigError(
+                f"{api_key_name} holds characters an API key cannot have (white space, control or non-ASCII "
+                "characters); set it to the key alone. The value is not shown."
+            )
+        self._base = _base_url(base_url)
+        self._base_str = str(self._base).rstrip("/")
         self._origin = _origin(self._base)
         self._key = _Secret(api_key)
         self._api_key_name = api_key_name
@@ -393,9 +635,14 @@ class CampfireClient:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.max_throttle_wait = max_throttle_wait
+        self.max_pages = _MAX_PAGES
+        self.max_listed = _MAX_LISTED
         self._timeout = httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout + read_timeout
         )
+        # The read timeout bounds each wait for a byte; this bounds the whole response (a server that
+        # trickles its answer a byte at a time would otherwise hold a request forever).
+        self._deadline = read_timeout
         self._resume_at = 0.0  # time.monotonic() before which no request of this client is sent
         self.stats = ClientStats()
         self._http = httpx.AsyncClient(
@@ -435,6 +682,7 @@ class CampfireClient:
 
     # --- invoices ---------------------------------------------------------------------------------
 
+    @_redacting
     async def create_invoice(
         self,
         body: Mapping[str, Any],
@@ -476,6 +724,7 @@ class CampfireClient:
         return CreateResult(invoice=self._invoice(reply, "POST", INVOICES_PATH), found_by_lookup=False,
                             attempts=reply.attempts)
 
+    @_redacting
     async def find_invoice(self, lookup: InvoiceLookup, *, exclude_ids: Collection[int] = ()) -> dict[str, Any] | None:
         """Find the invoice a lost create may have made, or None.
 
@@ -508,6 +757,7 @@ class CampfireClient:
                 best = invoice
         return best
 
+    @_redacting
     async def get_invoice(self, invoice_id: int) -> dict[str, Any] | None:
         """``GET /coa/api/v1/invoice/{id}/``: the full invoice, or None when Campfire says 404."""
         path = self._invoice_path(invoice_id)
@@ -517,7 +767,8 @@ class CampfireClient:
             return None
         return self._invoice(reply, "GET", path)
 
-    async def list_invoices(self, **filters: Any) -> list[dict[str, Any]]:
+    @_redacting
+    async def list_invoices(self, /, **filters: Any) -> list[dict[str, Any]]:
         """``GET /coa/api/v1/invoice/`` with the given filters, every page (DRF ``next`` links) joined.
 
         Filters use the API's names (``entity=54``, ``client=[1, 2]`` for repeated values,
@@ -533,35 +784,87 @@ class CampfireClient:
         url: str = INVOICES_PATH
         query: dict[str, Any] | None = params
         seen: set[str] = set()
+        pages = 0
+        empty_in_a_row = 0
+        max_pages = self.max_pages
+        said = ""  # what the first page's count allows, for the message
         while True:
             reply = await self._call("GET", url, params=query)
             page = self._result(reply, "GET", INVOICES_PATH)
+            pages += 1
             if isinstance(page, list):  # an unpaginated answer
+                self._check_listed(page, pages)
                 results.extend(page)
                 return results
             if not isinstance(page, Mapping) or not isinstance(page.get("results"), list):
                 raise ApiError(
-                    f"GET {INVOICES_PATH} returned an unexpected body (no 'results' list): {_summarise(page)}",
+                    f"GET {INVOICES_PATH} returned an unexpected body (no 'results' list): "
+                    f"{_summarise(self._redact_body(page))}",
                     status=reply.response.status_code if reply.response else None,
                     method="GET",
                     path=INVOICES_PATH,
                     body=page,
                 )
+            self._check_listed(page["results"], pages)
             results.extend(page["results"])
             next_link = page.get("next")
             if not next_link:
                 return results
-            url = self._follow(str(next_link))
-            if url in seen:
+            if pages == 1:
+                count = page.get("count")
+                if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+                    size = len(page["results"]) or _int_or(params.get("limit"), LOOKUP_PAGE_SIZE)
+                    expected = math.ceil(count / size)
+                    # A margin for invoices created while the listing runs.
+                    max_pages = min(max_pages, expected + max(10, expected // 10))
+                    said = f", though Campfire's count said {count} invoices ({expected} page{'s' if expected != 1 else ''} of {size})"
+            empty_in_a_row = 0 if page["results"] else empty_in_a_row + 1
+            if empty_in_a_row >= _MAX_EMPTY_PAGES:
+                raise self._endless("empty pages kept linking to a next page", pages, len(results), said)
+            if pages >= max_pages or len(results) >= self.max_listed:
+                why = said or (
+                    f", the most this run reads in one listing ({self.max_pages} pages or {self.max_listed} invoices)")
+                raise self._endless("the 'next' link still leads on", pages, len(results), why)
+            if not isinstance(next_link, str):
                 raise ApiError(
-                    f"GET {INVOICES_PATH}: pagination loops (the 'next' link repeats {httpx.URL(url).path}"
-                    f"?{httpx.URL(url).query.decode()}); stopped after {len(results)} invoices",
+                    f"GET {INVOICES_PATH}: the 'next' page link is {_kind(next_link)}, not a URL; stopped after "
+                    f"{len(results)} invoices", method="GET", path=INVOICES_PATH,
+                )
+            url = self._follow(next_link)
+            if url in seen:
+                where = httpx.URL(url)
+                raise ApiError(
+                    f"GET {INVOICES_PATH}: pagination loops (the 'next' link repeats "
+                    f"{_shorten(self._redact(where.path + '?' + where.query.decode()), 200)}); "
+                    f"stopped after {len(results)} invoices",
                     method="GET",
                     path=INVOICES_PATH,
                 )
             seen.add(url)
             query = None
 
+    @staticmethod
+    def _check_listed(items: list[Any], page: int) -> None:
+        """Every listed invoice is an object with a positive integer id (look-ups match and record ids)."""
+        for i, item in enumerate(items):
+            problem = _id_problem(item) if isinstance(item, Mapping) else f"is {_kind(item)}, not an invoice object"
+            if problem:
+                raise ApiError(
+                    f"GET {INVOICES_PATH}: results[{i}] of page {page} {problem}; the listing cannot be used",
+                    method="GET",
+                    path=INVOICES_PATH,
+                )
+
+    @staticmethod
+    def _endless(what: str, pages: int, listed: int, why: str) -> ApiError:
+        return ApiError(
+            f"GET {INVOICES_PATH}: pagination does not end: {what} after {pages} pages and {listed} invoices{why}; "
+            "stopped (a proxy rewriting the links, or a fault at Campfire, can cause this).",
+            method="GET",
+            path=INVOICES_PATH,
+        )
+
+    @_redacting
     async def entity_currencies(self) -> dict[int, str]:
         """Entity id -> its currency, from ``GET /coa/api/entity`` (a plain array, not paginated)."""
         reply = await self._call("GET", ENTITIES_PATH)
@@ -569,7 +872,7 @@ class CampfireClient:
         if isinstance(data, Mapping) and isinstance(data.get("results"), list):
             data = data["results"]  # tolerate a paginated answer
         if not isinstance(data, list):
-            raise ApiError(f"GET {ENTITIES_PATH} returned an unexpected body (not a list): {_summarise(data)}",
+            raise ApiError(f"GET {ENTITIES_PATH} returned an unexpected body (not a list): {_summarise(self._redact_body(data))}",
                            method="GET", path=ENTITIES_PATH)
         out: dict[int, str] = {}
         for entity in data:
@@ -577,6 +880,7 @@ class CampfireClient:
                 out[entity["id"]] = str(entity["currency"])
         return out
 
+    @_redacting
     async def invoice_numbers_in_use(
         self, wanted: Collection[tuple[int, str]], *, parallelism: int = 8
     ) -> dict[tuple[int, str], list[int]]:
@@ -607,6 +911,7 @@ class CampfireClient:
             await asyncio.gather(*(listing(entity, None) for entity in sorted({e for e, _ in wanted})))
         return {key: sorted(ids) for key, ids in found.items()}
 
+    @_redacting
     async def update_invoice(self, invoice_id: int, patch: Mapping[str, Any]) -> dict[str, Any]:
         """``PATCH /coa/api/v1/invoice/{id}/`` with only the changed fields; returns the updated invoice.
 
@@ -618,6 +923,7 @@ class CampfireClient:
         )
         return self._invoice(reply, "PATCH", path)
 
+    @_redacting
     async def void_invoice(self, invoice_id: int, void_date: str | date | None = None) -> dict[str, Any]:
         """``POST /coa/api/v1/invoice/{id}/void/``; returns the voided invoice.
 
@@ -639,6 +945,7 @@ class CampfireClient:
             return result
         return self._invoice(reply, "POST", path)
 
+    @_redacting
     async def delete_invoice(self, invoice_id: int) -> None:
         """``DELETE /coa/api/v1/invoice/{id}/`` (permanent).
 
@@ -652,6 +959,7 @@ class CampfireClient:
             return
         self._result(reply, "DELETE", path, allow_empty=True)
 
+    @_redacting
     async def pay_invoice(self, invoice_id: int, payment: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /coa/api/v1/invoice/{id}/pay/`` (record a payment); returns the updated invoice.
 
@@ -662,18 +970,33 @@ class CampfireClient:
         path = self._invoice_path(invoice_id) + "pay/"
         before = await self.get_invoice(invoice_id)
         paid_before = _money(before.get("amount_paid")) if before else Decimal(0)
-        count_before = len(before.get("payments") or ()) if before else 0
+        count_before = _count(before.get("payments")) if before else 0
         amount = _payment_total(payment)
 
         async def reconcile() -> dict[str, Any] | None:
             now = await self.get_invoice(invoice_id)
             if now is None:
                 return None
-            if len(now.get("payments") or ()) > count_before:
+            if _count(now.get("payments")) > count_before:
                 return now
-            if amount > 0 and _money(now.get("amount_paid")) - paid_before >= amount:
-                return now
-            return None
+            if amount is not None and amount <= 0:
+                return None  # only a new payment entry could show it
+            paid_now = _money(now.get("amount_paid"))
+            if amount is not None and paid_before is not None and paid_now is not None:
+                return now if paid_now - paid_before >= amount else None
+            # Deciding from a made-up 0 could record the payment twice: the outcome stays unknown.
+            if amount is None:
+                unreadable = "an amount of the payment sent"
+            elif paid_before is None:
+                unreadable = f"amount_paid before the payment ({_shorten(dumps_json(before and before.get('amount_paid')), 40)})"
+            else:
+                unreadable = f"amount_paid ({_shorten(dumps_json(now.get('amount_paid')), 40)})"
+            raise ApiError(
+                f"GET {self._invoice_path(invoice_id)}: {unreadable} is not an amount, so whether the payment was "
+                "recorded cannot be told",
+                method="GET",
+                path=self._invoice_path(invoice_id),
+            )
 
         reply = await self._call(
             "POST", path, content=dumps_json(dict(payment)).encode(), headers={"Content-Type": _JSON},
@@ -697,7 +1020,15 @@ class CampfireClient:
 
     def _follow(self, link: str) -> str:
         """A pagination link made absolute, refused if it leaves the base URL's origin."""
-        url = httpx.URL(self._base_str + "/").join(link)
+        try:
+            url = httpx.URL(self._base_str + "/").join(link)
+        except httpx.InvalidURL as exc:
+            raise ApiError(
+                f"GET {INVOICES_PATH}: the API's 'next' page link is not a valid URL ({self._redact(str(exc))}): "
+                f"{_shorten(self._redact(link), 120)}",
+                method="GET",
+                path=INVOICES_PATH,
+            ) from exc
         if _origin(url) != self._origin:
             shown = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
             raise ApiError(
@@ -713,21 +1044,35 @@ class CampfireClient:
         return str(url)
 
     def _redact(self, text: str) -> str:
-        key = self._key.reveal()
-        # Real keys are long tokens; a very short one (the sandbox's "sandbox") would only mangle words.
-        return text.replace(key, "<hidden>") if len(key) >= _MIN_REDACTED_KEY and key in text else text
+        return self._key.hide_in(text)
 
     def _redact_body(self, body: Any) -> Any:
-        key = self._key.reveal()
-        if not key:
-            return body
+        """A parsed body with the key hidden in every string, names of fields included."""
         if isinstance(body, str):
             return self._redact(body)
         if isinstance(body, dict):
-            return {k: self._redact_body(v) for k, v in body.items()}
+            return {self._redact(k) if isinstance(k, str) else k: self._redact_body(v) for k, v in body.items()}
         if isinstance(body, list):
             return [self._redact_body(v) for v in body]
         return body
+
+    def _scrub(self, exc: BaseException) -> None:
+        """Hide the key in an exception and in every exception chained to it (httpx's, h11's ...).
+
+        Their ``str`` and ``repr`` come from ``args``; an ``ApiError`` also carries the body it quotes.
+        """
+        todo = [exc]
+        seen: set[int] = set()
+        while todo and len(seen) < 100:
+            e = todo.pop()
+            if id(e) in seen:
+                continue
+            seen.add(id(e))
+            e.args = tuple(self._redact(a) if isinstance(a, str) else a for a in e.args)
+            if isinstance(e, ApiError):
+                e.body = self._redact_body(e.body)
+                e.field_errors = [(self._redact(p), self._redact(m)) for p, m in e.field_errors]
+            todo += [c for c in (e.__cause__, e.__context__) if c is not None]
 
     def _result(self, reply: _Reply, method: str, path: str, *, allow_empty: bool = False) -> Any:
         """The parsed body of a final reply, or the ``ApiError`` its status calls for."""
@@ -751,16 +1096,21 @@ class CampfireClient:
     def _invoice(self, reply: _Reply, method: str, path: str) -> dict[str, Any]:
         """The invoice object a final reply carries, or ``ApiError``."""
         data = self._result(reply, method, path)
+        response = reply.response
+        assert response is not None
         if not isinstance(data, dict):
-            error = ApiError(
-                f"{method} {path}: expected an invoice object, got: {_summarise(data)}",
-                status=reply.response.status_code if reply.response is not None else None,
-                method=method,
-                path=path,
+            problem = f"expected an invoice object, got: {_summarise(self._redact_body(data))}"
+        else:
+            problem = _id_problem(data) or ""
+            if not problem:
+                return data
+            problem = (
+                f"{response.status_code} {response.reason_phrase}, but the invoice in the response {problem}; "
+                "the request may have taken effect"
             )
-            error.uncertain = True  # a success status: whatever it did, it did
-            raise error
-        return data
+        # A success status: whatever it did, it did (a create may have made an invoice).
+        raise ApiError(f"{method} {path}: {problem}", status=response.status_code, method=method, path=path,
+                       uncertain=True)
 
     def _status_error(
         self, method: str, path: str, response: httpx.Response, attempts: int, note: str = ""
@@ -778,12 +1128,27 @@ class CampfireClient:
             )
         elif status == 403:
             message += " The API key's user may lack the role for this (view-only keys can only read)."
-        elif status == 429:
-            message += f" Gave up after waiting {self.max_throttle_wait:g} s in total for the rate limit."
         elif status >= 500 and attempts > 1:
             message += f" (gave up after {attempts} attempts)"
         message += note
-        return ApiError(self._redact(message), status=status, method=method, path=path, body=body)
+        return ApiError(message, status=status, method=method, path=path, body=body)
+
+    def _throttle_note(self, asked: _RetryAfter, waited: float, throttled: int, delay: float) -> str:
+        """Why a throttled request gives up now: what Campfire asked for, or what the waits came to."""
+        limit = f"the {self.max_throttle_wait:g} s this run waits for the rate limit"
+        shown = _shorten(asked.header or "", 80)
+        if asked.seconds is not None and waited + delay > self.max_throttle_wait:
+            if waited <= 0:
+                return f" Campfire asked to wait {_duration(delay)} (Retry-After: {shown}), more than {limit}."
+            return (f" Campfire asked to wait {_duration(delay)} more (Retry-After: {shown}) after "
+                    f"{_duration(waited)} of waiting, more than {limit}.")
+        if asked.seconds is not None:
+            why = f"Campfire kept asking to wait {_duration(asked.seconds)} (Retry-After: {shown})"
+        elif asked.header is None:
+            why = "Campfire sent no Retry-After, so each retry waited the usual back-off"
+        else:
+            why = f"Campfire's Retry-After ({shown}) {asked.problem}, so each retry waited the usual back-off"
+        return f" Gave up after {throttled} throttled replies and {_duration(waited)} of waiting ({limit}); {why}."
 
     def _backoff(self, failures: int) -> float:
         """Full-jitter exponential backoff before retry number ``failures`` (0-based)."""
@@ -850,33 +1215,43 @@ class CampfireClient:
             self.stats.requests += 1
             sent_at = time.monotonic()
             failure: _Failure
+            deadline = asyncio.timeout(self._deadline)
             try:
-                response = await self._http.request(method, url, params=params, content=content, headers=headers)
+                async with deadline:  # httpx reads the whole body inside request(): the deadline covers it
+                    response = await self._http.request(
+                        method, url, params=params, content=content, headers=headers
+                    )
             except _FATAL as exc:
                 raise ApiConnectionError(
-                    self._redact(f"{method} {shown_path} failed: {_describe(exc, self._timeout)}"),
+                    f"{method} {shown_path} failed: {_describe(exc, self._timeout, self._redact)}",
                     method=method,
                     path=shown_path,
                 ) from exc
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 failure = _Failure(uncertain=not isinstance(exc, _NOT_SENT), exc=exc)
+            except TimeoutError as exc:
+                if not deadline.expired():
+                    raise
+                late = _DeadlineExceeded(self._deadline)
+                late.__cause__ = exc
+                failure = _Failure(uncertain=True, exc=late)  # like a read timeout: it may have been sent
             else:
                 status = response.status_code
                 if status < 300:
                     try:
                         data = loads_json(response.content) if response.content else None
                     except ValueError:
-                        failure = _Failure(uncertain=True, exc=_BadBody(_summarise_text(response.text)))
+                        failure = _Failure(uncertain=True, exc=_BadBody(_summarise_text(self._redact(response.text))))
                     else:
                         return _Reply(response, data, failures + 1, uncertain)
                 elif status == 429:
                     throttled += 1
                     self.stats.throttled += 1
-                    delay = _retry_after(response.headers.get("retry-after"))
-                    if delay is None:
-                        delay = self._backoff(min(throttled - 1, 30))
+                    asked = _read_retry_after(response.headers.get("retry-after"))
+                    delay = asked.seconds if asked.seconds is not None else self._backoff(min(throttled - 1, 30))
                     if waited + delay > self.max_throttle_wait or throttled >= _MAX_THROTTLED_REPLIES:
-                        error = self._status_error(method, shown_path, response, failures + 1)
+                        note = self._throttle_note(asked, waited, throttled, delay)
+                        error = self._status_error(method, shown_path, response, failures + 1, note)
                         error.uncertain = uncertain
                         raise error
                     resume = time.monotonic() + delay
@@ -897,10 +1272,8 @@ class CampfireClient:
                     if found is not None:
                         return _Reply(None, None, failures, uncertain, reconciled=found)
                     raise CreateUnsettled(
-                        self._redact(
-                            f"{method} {shown_path}: {self._what_failed(failure)}; Campfire may still be "
-                            "committing it, and a look-up has not found it yet"
-                        ),
+                        f"{method} {shown_path}: {self._what_failed(failure)}; Campfire may still be "
+                        "committing it, and a look-up has not found it yet",
                         sent_at=sent_at, method=method, path=shown_path,
                     )
             if failures >= self.max_attempts:
@@ -932,10 +1305,8 @@ class CampfireClient:
             return await reconcile()
         except ApiError as exc:
             raise ApiConnectionError(
-                self._redact(
-                    f"{method} {path}: outcome unknown: the request may have taken effect "
-                    f"({self._what_failed(failure)}), and checking whether it did failed too: {exc}"
-                ),
+                f"{method} {path}: outcome unknown: the request may have taken effect "
+                f"({self._what_failed(failure)}), and checking whether it did failed too: {self._redact(str(exc))}",
                 method=method,
                 path=path,
                 uncertain=True,
@@ -945,7 +1316,7 @@ class CampfireClient:
         """One failure in words: ``504 Gateway Timeout``, or what happened to the connection."""
         if failure.response is not None:
             return f"{failure.response.status_code} {failure.response.reason_phrase}"
-        return _describe(failure.exc, self._timeout) if failure.exc is not None else "no answer"
+        return _describe(failure.exc, self._timeout, self._redact) if failure.exc is not None else "no answer"
 
     def _exhausted(self, method: str, path: str, failure: _Failure, attempts: int, looked: bool) -> ApiError:
         note = "; a check after the last attempt found it had not taken effect" if looked else ""
@@ -954,9 +1325,9 @@ class CampfireClient:
         assert failure.exc is not None
         message = (
             f"{method} {path} failed after {attempts} attempt{'s' if attempts != 1 else ''}: "
-            f"{_describe(failure.exc, self._timeout)}; Campfire at {self._base.host} may be down or "
+            f"{_describe(failure.exc, self._timeout, self._redact)}; Campfire at {self._base.host} may be down or "
             f"unreachable{note}."
         )
-        error = ApiConnectionError(self._redact(message), method=method, path=path)
+        error = ApiConnectionError(message, method=method, path=path)
         error.__cause__ = failure.exc
         return error

@@ -678,10 +678,11 @@ def test_lookup_skips_listed_deleted_invoices_and_picks_the_newest_match() -> No
 def test_retry_after_parses_seconds_fractions_and_http_dates() -> None:
     assert _retry_after("0") == 0 and _retry_after("1.5") == 1.5 and _retry_after(" 2 ") == 2
     assert _retry_after(None) is None and _retry_after("soon") is None and _retry_after("-1") is None
+    assert _retry_after("inf") is None and _retry_after("NaN") is None and _retry_after("1e400") is None
     later = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
     assert 28 <= (_retry_after(later) or 0) <= 30
     past = format_datetime(datetime.now(timezone.utc) - timedelta(seconds=30), usegmt=True)
-    assert _retry_after(past) == 0
+    assert _retry_after(past) is None  # no instruction: the usual back-off
 
 
 def test_http_date_retry_after_is_honoured() -> None:

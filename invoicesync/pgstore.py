@@ -100,9 +100,19 @@ _MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _CONNECT_TIMEOUT = 10  # seconds, unless the connection string or PGCONNECT_TIMEOUT says otherwise
-# Server-side keepalives on the lock session: a holder that vanished without closing its connection
-# (a VM gone, a cable pulled) is noticed after about idle + interval x count = 40 s.
-_KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "6"}
+# A session that must outlive a long apply (the lock's, the journal's): a server-wide idle timeout
+# must not end it (and with it the lock) while the run works.
+_LONG_SESSION = {"idle_in_transaction_session_timeout": "0", "idle_session_timeout": "0"}
+# The lock's session, besides: server-side keepalives, so that a holder that vanished without closing
+# its connection (a VM gone, a network cut) is noticed after about idle + interval x count = 40 s, and
+# a check for a closed client socket while a statement runs (PostgreSQL 14+).
+_LOCK_SESSION = {
+    **_LONG_SESSION,
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "6",
+    "client_connection_check_interval": "10s",
+}
 _LOCK_POLL_SECONDS = 0.1
 _HOLDER_ROW_WAIT = 2.0  # the holder writes its locks row right after taking the lock
 _TERMINATE_WAIT = 5.0
@@ -220,8 +230,13 @@ class _Target:
             message += f" (check the database and the connection string in {self.dsn_env})"
         return self.scrub(message)
 
-    def connect(self, *, keepalives: bool = False) -> psycopg.Connection[tuple[Any, ...]]:
-        """A new autocommit connection; ``StateError`` (naming host, port, database, never a secret) if none."""
+    def connect(
+        self, *, keepalives: bool = False, settings: Mapping[str, str] | None = None
+    ) -> psycopg.Connection[tuple[Any, ...]]:
+        """A new autocommit connection; ``StateError`` (naming host, port, database, never a secret) if none.
+
+        ``settings`` are set for the session, each where the server has it (older servers lack some).
+        """
         if self.parse_problem is not None:
             raise StateError(f"cannot connect to PostgreSQL: {self.parse_problem}")
         options: dict[str, Any] = {"autocommit": True}
@@ -232,9 +247,23 @@ class _Target:
         if keepalives:  # the client side too: a dead server must not leave the run waiting forever
             options.update(keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=6)
         try:
-            return psycopg.connect(self._dsn, **options)
+            conn = psycopg.connect(self._dsn, **options)
         except psycopg.Error as exc:
             problem = self.detail(exc)
+        else:
+            if not settings:
+                return conn
+            try:
+                conn.execute(
+                    "SELECT set_config(name, %s::jsonb ->> name, false) FROM pg_settings"
+                    " WHERE name = ANY(%s::text[])",
+                    (simplejson.dumps(dict(settings)), list(settings)),
+                )
+            except psycopg.Error as exc:
+                conn.close()
+                problem = self.detail(exc)
+            else:
+                return conn
         raise StateError(self.scrub(
             f"cannot connect to PostgreSQL at {self.host}:{self.port}, database {self.database}, as "
             f"{self.user} (the connection string in {self.dsn_env}): {problem}"
@@ -287,7 +316,7 @@ class PostgresStore:
             if self._conn is None or self._conn.closed or self._conn.broken:
                 if self._conn is not None:
                     self._conn.close()
-                self._conn = self._target.connect()
+                self._conn = self._target.connect(settings=_LONG_SESSION)
             if not self._ready:
                 self._migrate(self._conn)
                 self._ready = True
@@ -576,19 +605,7 @@ class PostgresStore:
     def _lock_connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         with self._connection():
             pass  # the tables exist
-        conn = self._target.connect(keepalives=True)
-        try:
-            for name, value in _KEEPALIVES.items():
-                conn.execute("SELECT set_config(%s, %s, false)", (name, value))
-            # A server-wide idle timeout must not end the session, and with it the lock, mid-apply.
-            for name in ("idle_in_transaction_session_timeout", "idle_session_timeout", "client_connection_check_interval"):
-                if conn.execute("SELECT 1 FROM pg_settings WHERE name = %s", (name,)).fetchone():
-                    value = "10s" if name == "client_connection_check_interval" else "0"
-                    conn.execute("SELECT set_config(%s, %s, false)", (name, value))
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return self._target.connect(keepalives=True, settings=_LOCK_SESSION)
 
     @_translated("take the state lock")
     def _acquire(self, conn: psycopg.Connection[tuple[Any, ...]], command: str, timeout: float | None) -> None:
@@ -787,7 +804,7 @@ class PostgresStore:
                     if _foreign(record, lineage):
                         raise StateError(self._foreign_message(record, lineage))
         insert = self._q("INSERT INTO {schema}.journal (environment, record) VALUES (%s, %s)")
-        return PgJournal(self._target.connect(), self._target, insert, lineage=lineage)
+        return PgJournal(self._target.connect(settings=_LONG_SESSION), self._target, insert, lineage=lineage)
 
 
 class PgJournal:

@@ -541,6 +541,20 @@ def test_a_role_that_may_not_end_others_sessions_is_told_so(store: PostgresStore
         reader.close()
 
 
+def test_sessions_outlive_a_server_idle_timeout(store: PostgresStore, pg_server: PgServer) -> None:
+    with pg_server.admin() as conn:
+        conn.execute("ALTER ROLE invoicesync IN DATABASE invoicesync SET idle_session_timeout = '200ms'")
+    try:
+        store.exists()
+        with store.lock("apply"), store.open_journal() as journal:
+            time.sleep(0.6)  # every session of the run idle for three timeouts
+            journal.append_sync(_intent("a"))
+            assert store.lock_is_held() and len(store.read_journal()) == 1
+    finally:
+        with pg_server.admin() as conn:
+            conn.execute("ALTER ROLE invoicesync IN DATABASE invoicesync RESET idle_session_timeout")
+
+
 def test_the_lock_session_sets_keepalives(store: PostgresStore, pg_server: PgServer) -> None:
     with store.lock("apply"):
         with pg_server.admin() as conn:

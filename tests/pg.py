@@ -130,9 +130,15 @@ class _RunAs:
 
 
 def _unprivileged() -> _RunAs:
+    """Who runs the server: this user, or as root ``nobody`` (a system user made for it where there is none)."""
     if os.geteuid() != 0:
         return _RunAs()
-    entry = pwd.getpwnam("nobody")
+    for name in ("nobody", "invoicesync-pg"):
+        with contextlib.suppress(KeyError):
+            entry = pwd.getpwnam(name)
+            return _RunAs(entry.pw_uid, entry.pw_gid)
+    subprocess.run(["useradd", "--system", "--no-create-home", "invoicesync-pg"], check=True, capture_output=True)
+    entry = pwd.getpwnam("invoicesync-pg")
     return _RunAs(entry.pw_uid, entry.pw_gid)
 
 
@@ -183,7 +189,10 @@ def running_server() -> Iterator[PgServer]:
     """Start a throwaway cluster, yield it, and stop it and remove its files afterwards."""
     bindir, _origin = find_bindir()
     runner = _unprivileged()
-    root = Path(tempfile.mkdtemp(prefix="invoicesync-pg-"))
+    base = Path(tempfile.gettempdir())
+    if len(str(base)) > 60 or (runner.uid is not None and not _reachable_by_others(base)):
+        base = Path("/tmp")  # the unix socket's path has a length limit; nobody must reach the folder
+    root = Path(tempfile.mkdtemp(prefix="invoicesync-pg-", dir=base))
     started = False
     data = root / "data"
     log = root / "server.log"

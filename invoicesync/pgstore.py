@@ -44,14 +44,12 @@ from pydantic import ValidationError
 
 from invoicesync.errors import LockError, StateError
 from invoicesync.models import dumps_json, gc_paused, loads_json
-from invoicesync.state import (
-    _JOURNAL_OPS,
+from invoicesync.state.journal import JOURNAL_OPS as _JOURNAL_OPS
+from invoicesync.state.journal import JournalEntry, _foreign, _plain
+from invoicesync.state.model import (
     FORMAT_VERSION,
-    JournalEntry,
     State,
     _duplicates_message,
-    _foreign,
-    _plain,
     _validation_problems,
     duplicate_ids,
     new_state,

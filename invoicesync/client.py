@@ -382,8 +382,11 @@ _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def _shown_url(text: str) -> str:
-    """A URL for a message: no user name or password, at most 100 characters, quoted."""
-    return repr(_shorten(re.sub(r"//.*@", "//***@", text), 100))
+    """A URL for a message: no user name or password (all before the last '@'), at most 100 characters, quoted."""
+    if "@" in text:
+        scheme, sep, _ = text.partition("://")
+        text = (scheme + sep if sep and "@" not in scheme else "") + "***@" + text.rpartition("@")[2]
+    return repr(_shorten(text, 100))
 
 
 def _base_url(value: str) -> httpx.URL:

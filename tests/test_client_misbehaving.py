@@ -482,12 +482,13 @@ def test_an_amount_paid_that_is_not_a_number_leaves_the_payment_outcome_unknown(
     "api.meetcampfire.com", "ftp://x", "http://", "http://exa mple.com", "http://[::1", "https://host:99999",
     "https://host:0", "https://exämple.com", "http://\u200b", "https://" + "a" * 5000 + ".com",
     "https://host/?a=1", "https://host/#top", "http://-bad-.com", "http://999.1.1.1", "https://host/p%zz",
+    "https://user:s3cret-pw@host:99999", "user:s3cret-pw@api.meetcampfire.com",
 ])
 def test_client_refuses_a_bad_base_url_with_a_config_error(base_url: str) -> None:
     with pytest.raises(ConfigError) as info:
         CampfireClient(base_url, KEY)
     assert str(info.value).startswith("base URL ")
-    assert len(str(info.value)) < 400
+    assert len(str(info.value)) < 400 and "s3cret-pw" not in str(info.value)
 
 
 def test_client_drops_credentials_of_the_base_url_and_never_shows_them() -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from invoicesync.client import CampfireClient
 from invoicesync.config import DEFAULT_BASE_URL, load_settings
 from invoicesync.errors import ConfigError
 from tests.spec_tree import build_file_tree
@@ -193,3 +196,102 @@ def test_without_any_config_the_current_folder_is_the_workspace(tmp_path: Path, 
 def test_relative_outside_root_is_kept_as_given(tmp_path: Path) -> None:
     settings = load_settings(tmp_path / ".", environ={})
     assert settings.relative(Path("/elsewhere/file.yaml")) == "/elsewhere/file.yaml"
+
+
+# --- base URLs: refused here, naming the variable or key, rather than inside the client ---------------
+
+BAD_URLS = [
+    "api.meetcampfire.com",  # no scheme
+    "ftp://x",
+    "http://",
+    "http://exa mple.com",
+    "http://[::1",
+    "https://host:99999",
+    "https://host:0",
+    "https://host:8o",
+    "https://user:s3cret-pw@host:99999",  # a password in a URL that is refused anyway: never echoed
+    "user:s3cret-pw@api.meetcampfire.com",
+    "https://exämple.com",
+    "http://\u200b",
+    "https://host\x00.com",
+    "https://" + "a" * 5000 + ".com",
+    "https://api.meetcampfire.com/?page=1",
+    "https://api.meetcampfire.com/#top",
+    "http://-bad-.com",
+    "http://a..b",
+    "http://999.1.1.1",
+    "https://host/p%zz",
+]
+GOOD_URLS = {
+    "https://api.meetcampfire.com": "https://api.meetcampfire.com",
+    "https://api.meetcampfire.com/": "https://api.meetcampfire.com",
+    " http://127.0.0.1:8080/ \n": "http://127.0.0.1:8080",
+    "http://[::1]:8000/campfire/": "http://[::1]:8000/campfire",
+    "HTTPS://Api.Example.com:443/v1": "https://Api.Example.com:443/v1",
+    "https://proxyuser:s3cret-pw@proxy.example.com/cf": "https://proxy.example.com/cf",
+    "https://xn--bcher-kva.example": "https://xn--bcher-kva.example",
+    "http://campfire_mock:8000": "http://campfire_mock:8000",
+}
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_a_bad_base_url_variable_is_a_config_error_naming_it(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path, environ={"CAMPFIRE_BASE_URL": url, "CAMPFIRE_API_KEY": "k-123"})
+    message = str(info.value)
+    assert message.startswith("CAMPFIRE_BASE_URL ")
+    assert "s3cret-pw" not in message and len(message) < 400
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_a_bad_base_url_key_is_a_config_error_naming_it(tmp_path: Path, url: str) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": f"[environments.prod]\nbase_url = {json.dumps(url)}\n"})
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path, environ={})
+    message = str(info.value)
+    assert message.startswith("invoicesync.toml: environments.prod.base_url ")
+    assert "s3cret-pw" not in message and len(message) < 450
+
+
+@pytest.mark.parametrize("url, kept", list(GOOD_URLS.items()))
+def test_a_good_base_url_is_kept_as_the_client_takes_it(tmp_path: Path, url: str, kept: str) -> None:
+    settings = load_settings(tmp_path, environ={"CAMPFIRE_BASE_URL": url})
+    assert settings.environment.base_url == kept
+    assert CampfireClient(kept, "k-123").base_url == CampfireClient(url, "k-123").base_url
+
+
+@pytest.mark.parametrize("url", BAD_URLS + list(GOOD_URLS))
+def test_config_refuses_exactly_the_base_urls_the_client_refuses(url: str) -> None:
+    def verdict(check: Callable[[], object]) -> bool:
+        try:
+            check()
+        except ConfigError:
+            return False
+        return True
+
+    assert verdict(lambda: load_settings(None, environ={"CAMPFIRE_BASE_URL": url})) == verdict(
+        lambda: CampfireClient(url, "k-123")
+    )
+
+
+@pytest.mark.parametrize("where", ["variable", "config"])
+@pytest.mark.parametrize("url", ["http://[::1", "https://user:s3cret-pw@host:99999", "api.meetcampfire.com"])
+def test_cli_reports_a_bad_base_url_as_a_config_error_not_an_internal_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, where: str
+) -> None:
+    from invoicesync.cli import main
+
+    toml = f"[environments.prod]\nbase_url = {json.dumps(url)}\n" if where == "config" else ""
+    build_file_tree(tmp_path, {"invoicesync.toml": toml, "specs/.keep": ""})
+    monkeypatch.setenv("CAMPFIRE_API_KEY", "k-123")
+    monkeypatch.delenv("INVOICESYNC_ENV", raising=False)
+    if where == "variable":
+        monkeypatch.setenv("CAMPFIRE_BASE_URL", url)
+    else:
+        monkeypatch.delenv("CAMPFIRE_BASE_URL", raising=False)
+    for command in (["plan"], ["refresh"]):
+        assert main(["-C", str(tmp_path), *command]) == 1
+        err = capsys.readouterr().err
+        named = "CAMPFIRE_BASE_URL" if where == "variable" else "invoicesync.toml: environments.prod.base_url"
+        assert err.startswith(f"Error: {named} ")
+        assert "internal error" not in err and "s3cret-pw" not in err

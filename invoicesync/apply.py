@@ -22,6 +22,7 @@ from invoicesync.errors import ApiConnectionError, ApiError, CreateUnsettled, In
 from invoicesync.models import DesiredInvoice, RemoteSnapshot, body_digest, project_remote, with_source
 from invoicesync.plan import Action, ApplyResult, Change, Outcome, Plan
 from invoicesync.state import InvoiceRecord, Journal, LifecycleRecord, State, StateStore, fold_journal, timestamp
+from invoicesync.state.journal import Abandoned, Created, Intent, Removed, Replacing, Updated
 
 OutcomeCallback = Callable[[Outcome], None]
 #: Called with (address, time.monotonic() deadline) when a create starts waiting out its settle window.
@@ -76,7 +77,7 @@ class _Run:
     # Ids a look-up must never take: those the state manages or let go, and those this run recorded.
     taken_ids: set[int] = field(default_factory=set)
 
-    def record_later(self, record: dict[str, Any]) -> None:
+    def record_later(self, record: Created) -> None:
         """Journal an outcome without holding the worker: only intents must be on disk before a request leaves.
 
         A lost ``created`` record costs nothing but a look-up: recovery finds the invoice by its intent.
@@ -208,20 +209,12 @@ async def _create(run: _Run, change: Change, replaces: int | None) -> None:
     # The superseded invoice may carry the same source_id (forgotten, not voided): never adopt it.
     lookup = InvoiceLookup.from_body(body, exclude_ids=(replaces,) if replaces is not None else ())
     key = idempotency_key(run.plan.lineage, run.plan.serial, change.address, change.digest)
-    intent = {
-        "op": "intent",
-        "address": change.address,
-        "digest": change.digest,
-        "idempotency_key": key,
-        "lookup": lookup.to_dict(),
-        "body": body,
-        "lifecycle": dict(change.lifecycle),
-        "replaces": replaces,
-    }
+    intent = Intent(address=change.address, digest=change.digest, idempotency_key=key, lookup=lookup.to_dict(),
+                    body=body, lifecycle=dict(change.lifecycle), replaces=replaces)
 
     async def journal_send() -> None:
         # Every send is journalled first: recovery counts the settle window from the last one.
-        await run.journal.append({**intent, "time": _now()})
+        await run.journal.append(intent.model_copy(update={"time": _now()}))
 
     await journal_send()
     invoice: dict[str, Any] | None = None
@@ -251,8 +244,8 @@ async def _create(run: _Run, change: Change, replaces: int | None) -> None:
         except ApiError as exc:
             if not exc.uncertain:
                 # Campfire refused it, or it never left, and no earlier send may have landed: nothing was created.
-                await run.journal.append({"op": "abandoned", "address": change.address, "digest": change.digest,
-                                          "time": _now(), "reason": str(exc)})
+                await run.journal.append(Abandoned(address=change.address, digest=change.digest, time=_now(),
+                                                   reason=str(exc)))
                 raise
             if isinstance(exc, ApiConnectionError):
                 raise
@@ -262,18 +255,8 @@ async def _create(run: _Run, change: Change, replaces: int | None) -> None:
         invoice, found_by_lookup = result.invoice, result.found_by_lookup
     invoice_id = int(invoice["id"])
     run.taken_ids.add(invoice_id)
-    run.record_later(
-        {
-            "op": "created",
-            "address": change.address,
-            "id": invoice_id,
-            "digest": change.digest,
-            "body": body,
-            "lifecycle": dict(change.lifecycle),
-            "remote": _snapshot(invoice),
-            "time": _now(),
-        }
-    )
+    run.record_later(Created(address=change.address, id=invoice_id, digest=change.digest, body=body,
+                             lifecycle=dict(change.lifecycle), remote=_snapshot(invoice), time=_now()))
     note = "found after a lost response" if found_by_lookup else None
     run.report(Outcome(change.address, change.action, ok=True, invoice_id=invoice_id, message=note))
 
@@ -303,9 +286,8 @@ async def _update(run: _Run, change: Change) -> None:
     assert change.invoice_id is not None and change.body is not None and change.patch is not None
     if not change.patch:
         # Only the recorded lifecycle changed: nothing to send.
-        await run.journal.append({"op": "updated", "address": change.address, "id": change.invoice_id,
-                                  "digest": change.digest, "body": dict(change.body),
-                                  "lifecycle": dict(change.lifecycle), "time": _now()})
+        await run.journal.append(Updated(address=change.address, id=change.invoice_id, digest=change.digest,
+                                         body=dict(change.body), lifecycle=dict(change.lifecycle), time=_now()))
         run.report(Outcome(change.address, change.action, ok=True, invoice_id=change.invoice_id))
         return
     current = await run.client.get_invoice(change.invoice_id)
@@ -319,18 +301,9 @@ async def _update(run: _Run, change: Change) -> None:
                            message=f"invoice {change.invoice_id} is {locked} in Campfire; it can no longer be changed"))
         return
     invoice = await run.client.update_invoice(change.invoice_id, dict(change.patch))
-    await run.journal.append(
-        {
-            "op": "updated",
-            "address": change.address,
-            "id": change.invoice_id,
-            "digest": change.digest,
-            "body": dict(change.body),
-            "lifecycle": dict(change.lifecycle),
-            "remote": _snapshot(invoice),
-            "time": _now(),
-        }
-    )
+    await run.journal.append(Updated(address=change.address, id=change.invoice_id, digest=change.digest,
+                                     body=dict(change.body), lifecycle=dict(change.lifecycle),
+                                     remote=_snapshot(invoice), time=_now()))
     run.report(Outcome(change.address, change.action, ok=True, invoice_id=change.invoice_id))
 
 
@@ -353,8 +326,7 @@ async def _remove(run: _Run, change: Change, how: str, *, report: bool = True, r
         if current is not None and (how == "delete" or locked != "voided"):
             if replacing:
                 # If the run dies between the void and its record, recovery asks Campfire which it was.
-                await run.journal.append({"op": "replacing", "address": change.address, "id": invoice_id,
-                                          "how": how, "time": _now()})
+                await run.journal.append(Replacing(address=change.address, id=invoice_id, how=how, time=_now()))
             try:
                 if how == "delete":
                     await run.client.delete_invoice(invoice_id)
@@ -363,10 +335,10 @@ async def _remove(run: _Run, change: Change, how: str, *, report: bool = True, r
             except ApiError as exc:
                 if replacing and not isinstance(exc, ApiConnectionError) and not exc.uncertain:
                     # Campfire refused it: the old invoice is as it was, nothing is left to settle.
-                    await run.journal.append({"op": "abandoned", "address": change.address, "id": invoice_id,
-                                              "time": _now(), "reason": str(exc)})
+                    await run.journal.append(Abandoned(address=change.address, id=invoice_id, time=_now(),
+                                                       reason=str(exc)))
                 raise
-    await run.journal.append({"op": "removed", "address": change.address, "id": invoice_id, "time": _now()})
+    await run.journal.append(Removed(address=change.address, id=invoice_id, time=_now()))
     if report:
         run.report(Outcome(change.address, change.action, ok=True, invoice_id=invoice_id))
     return True

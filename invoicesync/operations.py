@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -144,11 +145,14 @@ async def _client(settings: Settings, *, required: bool) -> AsyncIterator[Campfi
 
     env = settings.environment
     if env.endpoint == "sandbox":
-        from invoicesync.sandbox import DEFAULT_TOKEN, Sandbox
+        from invoicesync.sandbox import Sandbox
 
-        sandbox = Sandbox(data_file=settings.state_dir / f"{env.name}.sandbox.json")
+        # A key of its own, as long as a real one: the client hides its key wherever it shows, and
+        # the public "sandbox" would be hidden inside the sandbox's own messages.
+        token = secrets.token_hex(20)
+        sandbox = Sandbox(data_file=settings.state_dir / f"{env.name}.sandbox.json", tokens=(token,))
         try:
-            async with CampfireClient(SANDBOX_BASE_URL, DEFAULT_TOKEN, transport=sandbox.transport()) as client:
+            async with CampfireClient(SANDBOX_BASE_URL, token, transport=sandbox.transport()) as client:
                 yield client
         finally:
             sandbox.close()
@@ -208,7 +212,7 @@ def read_state(store: StateStore, hooks: Hooks) -> State:
     folded, pending = fold_journal(store.load(), store.read_journal())
     note = "Including the outcomes an unfinished (interrupted or running) apply recorded in its journal"
     if pending:
-        unresolved = sorted({str(r.get("address")) for r in pending})
+        unresolved = sorted({r.address for r in pending})
         shown = ", ".join(unresolved[:10]) + (f" and {len(unresolved) - 10} more" if len(unresolved) > 10 else "")
         note += (f"; unresolved, outcome unknown: {shown} (the next plan or apply looks "
                  f"{'them' if len(unresolved) != 1 else 'it'} up in Campfire before anything else)")

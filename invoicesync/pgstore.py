@@ -44,8 +44,7 @@ from pydantic import ValidationError
 
 from invoicesync.errors import LockError, StateError
 from invoicesync.models import dumps_json, gc_paused, loads_json
-from invoicesync.state.journal import JOURNAL_OPS as _JOURNAL_OPS
-from invoicesync.state.journal import JournalEntry, _foreign, _plain
+from invoicesync.state.journal import JournalEntry, JournalRecord, _foreign, encode_record
 from invoicesync.state.model import (
     FORMAT_VERSION,
     State,
@@ -843,19 +842,11 @@ class PgJournal:
         """Whether the journal was closed."""
         return self._conn is None
 
-    def _encode(self, record: Mapping[str, Any]) -> str:
-        op = record.get("op")
-        if op not in _JOURNAL_OPS:
-            raise ValueError(f"unknown journal record op {op!r}")
-        plain = {k: _plain(v) for k, v in record.items()}
-        if self._lineage is not None:
-            plain["lineage"] = self._lineage
+    def _encode(self, record: JournalRecord | Mapping[str, Any]) -> str:
         try:
-            return dumps_json(plain)
-        except (TypeError, ValueError) as exc:
-            raise StateError(
-                f"cannot write a {op} record for {record.get('address')!r} to {self._shown}: {exc}"
-            ) from exc
+            return encode_record(record, lineage=self._lineage)
+        except TypeError as exc:
+            raise StateError(f"{exc} (to {self._shown})") from exc
 
     def _write(self, records: list[str]) -> None:
         """Insert ``records`` in one transaction and return once it is committed."""
@@ -879,11 +870,11 @@ class PgJournal:
                 return
             raise StateError(message)
 
-    def append_sync(self, record: Mapping[str, Any]) -> None:
+    def append_sync(self, record: JournalRecord | Mapping[str, Any]) -> None:
         """Append ``record`` and return once it is committed."""
         self._write([self._encode(record)])
 
-    async def append(self, record: Mapping[str, Any]) -> None:
+    async def append(self, record: JournalRecord | Mapping[str, Any]) -> None:
         """Append ``record`` and return once it is committed (sharing commits with concurrent calls)."""
         data = self._encode(record)
         if self._conn is None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from invoicesync.client import CampfireClient, InvoiceLookup
 from invoicesync.errors import StateError
 from invoicesync.models import RemoteSnapshot
 from invoicesync.state import InvoiceRecord, LifecycleRecord, State, StateStore, fold_journal, timestamp
+from invoicesync.state.journal import Intent, Replacing
 
 __all__ = ["recover"]
 
@@ -55,34 +56,34 @@ async def recover(
         return saved, 0
     if client is None:
         raise StateError(
-            f"{store.journal_path.name} holds {len(unresolved)} change(s) of an interrupted run whose outcome is "
+            f"{store.journal_name} holds {len(unresolved)} change(s) of an interrupted run whose outcome is "
             "unknown; they must be looked up in Campfire before anything else changes. Set the API key "
             "(the environment's api_key_env, CAMPFIRE_API_KEY by default) and run again."
         )
-    folded = await _settle_replacements(client, folded, [r for r in unresolved if r.get("op") == "replacing"])
+    folded = await _settle_replacements(client, folded, [r for r in unresolved if isinstance(r, Replacing)])
     # A create sent more than once has an intent per send: the last one says what was sent last.
-    pending = list({r["address"]: r for r in unresolved if r.get("op") == "intent"}.values())
+    pending = list({r.address: r for r in unresolved if isinstance(r, Intent)}.values())
     found = await _look_up_intents(client, folded, pending)
-    missing = [i for i in pending if i["address"] not in found]
+    missing = [i for i in pending if i.address not in found]
     if missing:
-        last_sign = max([_stamp(i.get("time")) for i in missing] + [store.journal_path.stat().st_mtime])
+        last_sign = max([_stamp(i.time) for i in missing] + [store.journal_last_write() or 0.0])
         # Bounded by the window itself, whatever the clock says of the journal's times.
         seconds = min(settle_seconds, last_sign + settle_seconds - time.time())
         if seconds > 0:
-            await (wait or _sleep)(seconds, len({i["address"] for i in missing}))
+            await (wait or _sleep)(seconds, len(missing))
             found.update(await _look_up_intents(client, folded, missing))
     now = timestamp("microseconds")
     for intent in pending:
-        invoice = found.get(intent["address"])
+        invoice = found.get(intent.address)
         if invoice is None:
             continue
-        folded.invoices[intent["address"]] = InvoiceRecord(
+        folded.invoices[intent.address] = InvoiceRecord(
             id=int(invoice["id"]),
-            digest=intent["digest"],
-            body=intent["body"],
-            lifecycle=LifecycleRecord.model_validate(intent.get("lifecycle") or {}),
+            digest=intent.digest,
+            body=intent.body or {},
+            lifecycle=LifecycleRecord.model_validate(intent.lifecycle or {}),
             remote=RemoteSnapshot.from_response(invoice),
-            created_at=intent.get("time") or now,
+            created_at=intent.time or now,
             updated_at=now,
         )
     saved = store.save(folded)
@@ -90,7 +91,7 @@ async def recover(
     return saved, len(found)
 
 
-async def _settle_replacements(client: CampfireClient, state: State, replacing: Sequence[Mapping[str, Any]]) -> State:
+async def _settle_replacements(client: CampfireClient, state: State, replacing: Sequence[Replacing]) -> State:
     """Replaces interrupted around their void or delete: drop the old invoice's record if it is gone.
 
     Voided or deleted in Campfire, the address is left without a live invoice and the next plan
@@ -99,31 +100,32 @@ async def _settle_replacements(client: CampfireClient, state: State, replacing: 
     invoices = dict(state.invoices)
     retired = list(state.retired)
     for record in replacing:
-        address, invoice_id = record["address"], int(record["id"])
-        current = invoices.get(address)
-        if current is None or current.id != invoice_id:
+        current = invoices.get(record.address)
+        if current is None or current.id != record.id:
             continue
-        invoice = await client.get_invoice(invoice_id)
+        invoice = await client.get_invoice(record.id)
         if invoice is None or RemoteSnapshot.from_response(invoice).locked_reason == "voided":
-            del invoices[address]
-            if invoice_id not in retired:
-                retired.append(invoice_id)
+            del invoices[record.address]
+            if record.id not in retired:
+                retired.append(record.id)
     return state.model_copy(update={"invoices": invoices, "retired": retired})
 
 
-async def _look_up_intents(
-    client: CampfireClient, state: State, intents: Sequence[Mapping[str, Any]]
-) -> dict[str, dict[str, Any]]:
+async def _look_up_intents(client: CampfireClient, state: State, intents: Sequence[Intent]) -> dict[str, dict[str, Any]]:
     """Address -> the invoice each intent's create made, for those Campfire shows (8 look-ups at a time)."""
     semaphore = asyncio.Semaphore(8)
 
-    async def look_up(intent: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
-        address = intent["address"]
+    async def look_up(intent: Intent) -> tuple[str, dict[str, Any] | None]:
+        if intent.lookup is not None:
+            lookup = InvoiceLookup.from_dict(intent.lookup)
+        elif intent.body is not None:
+            lookup = InvoiceLookup.from_body(intent.body)
+        else:
+            raise StateError(f'the journal\'s intent for "{intent.address}" says neither what was sent nor how to '
+                             "find it; it was not written by invoicesync")
         async with semaphore:
-            invoice = await client.find_invoice(
-                InvoiceLookup.from_dict(intent["lookup"]), exclude_ids=_managed_elsewhere(state, address)
-            )
-        return address, invoice
+            invoice = await client.find_invoice(lookup, exclude_ids=_managed_elsewhere(state, intent.address))
+        return intent.address, invoice
 
     pairs = await asyncio.gather(*(look_up(i) for i in intents))
     return {address: invoice for address, invoice in pairs if invoice is not None}

@@ -328,7 +328,7 @@ def test_journal_records_come_back_in_order_with_exact_money(store: PostgresStor
     last = store.journal_last_write()
     assert last is not None and before - 5 < last < time.time() + 5
     folded, unresolved = fold_journal(state, records)
-    assert folded.invoices["a"].id == 7 and [u["address"] for u in unresolved] == ["b0", "b1", "b2", "b3", "b4"]
+    assert folded.invoices["a"].id == 7 and [u.address for u in unresolved] == ["b0", "b1", "b2", "b3", "b4"]
     store.remove_journal()
     assert not store.has_journal() and store.read_journal() == []
 

@@ -20,6 +20,7 @@ import pytest
 import invoicesync
 from invoicesync.errors import LockError, StateError
 from invoicesync.models import Lifecycle, RemoteSnapshot, dumps_json, loads_json
+from invoicesync.state.journal import Intent, parse_record
 from invoicesync.state import (
     FORMAT_VERSION,
     InvoiceRecord,
@@ -429,7 +430,7 @@ def test_journal_rejects_unknown_ops_and_unserialisable_records(store: StateStor
     with store.open_journal() as journal:
         with pytest.raises(ValueError, match="unknown journal record op"):
             journal.append_sync({"op": "moved", "address": "a"})
-        with pytest.raises(StateError, match="cannot write a created record"):
+        with pytest.raises(StateError, match="cannot write a created record for 'acme-2025-07'"):
             journal.append_sync({**_created(), "body": {"x": object()}})
     assert store.read_journal() == []
 
@@ -639,9 +640,9 @@ def test_unresolved_intents_are_returned_in_journal_order() -> None:
         _created("d", 145056, digest="sha256:other"),  # a different body: not the outcome of that intent
     ]
     folded, pending = fold_journal(new_state("sandbox"), records)
-    assert [(p["address"], p["digest"]) for p in pending] == [("b", "sha256:aaa"), ("c", "sha256:aaa"),
-                                                               ("d", "sha256:ddd")]
-    assert pending[0]["lookup"]["source_id"] == "lin/b"
+    assert [(p.address, p.digest) for p in pending] == [("b", "sha256:aaa"), ("c", "sha256:aaa"), ("d", "sha256:ddd")]
+    assert isinstance(pending[0], Intent) and pending[0].lookup is not None
+    assert pending[0].lookup["source_id"] == "lin/b"
     assert sorted(folded.invoices) == ["a", "d"]
 
 
@@ -664,7 +665,7 @@ def test_folding_is_idempotent() -> None:
     once, pending_once = fold_journal(state, records)
     twice, pending_twice = fold_journal(once, records)
     assert twice == once
-    assert pending_twice == pending_once == [_intent("lost")]
+    assert pending_twice == pending_once == [parse_record(_intent("lost"))]
 
 
 def test_folded_state_survives_a_save_and_load(store: StateStore) -> None:

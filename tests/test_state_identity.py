@@ -137,19 +137,29 @@ def test_appending_to_a_journal_of_another_state_is_refused(store: StateStore) -
 # --- a created record without a usable id ---------------------------------------------------------
 
 
+def _write_lines(store: StateStore, *records: dict[str, Any]) -> None:
+    """A journal as a hand edit or another program left it: the typed writer never writes a bad record."""
+    store.journal_path.parent.mkdir(parents=True, exist_ok=True)
+    store.journal_path.write_text("".join(dumps_json(r) + "\n" for r in records))
+
+
 @pytest.mark.parametrize("bad", ["145055", 145055.0, True, None, {"id": 1}])
 def test_created_record_whose_id_is_not_an_integer_names_its_journal_line(store: StateStore, bad: Any) -> None:
-    with store.open_journal() as journal:
-        journal.append_sync({"op": "intent", "address": "a", "digest": "sha256:aaa"})
-        journal.append_sync(_created("a", bad))
+    _write_lines(store, {"op": "intent", "address": "a", "digest": "sha256:aaa"}, _created("a", bad))
     with pytest.raises(StateError, match=r"sandbox\.journal, line 2 \(created 'a'\) is not valid: id: .*integer"):
         fold_journal(new_state("sandbox"), store.read_journal())
+
+
+@pytest.mark.parametrize("bad", ["145055", None])
+def test_the_writer_never_writes_a_record_whose_id_is_not_an_integer(store: StateStore, bad: Any) -> None:
+    with store.open_journal() as journal, pytest.raises(ValueError, match="id: Input should be a valid integer"):
+        journal.append_sync(_created("a", bad))
+    assert store.read_journal() == []
 
 
 def test_created_record_without_an_id_names_its_journal_line(store: StateStore) -> None:
     record = _created("a", 1)
     del record["id"]
-    with store.open_journal() as journal:
-        journal.append_sync(record)
+    _write_lines(store, record)
     with pytest.raises(StateError, match=r"sandbox\.journal, line 1 \(created 'a'\) is not valid: missing id"):
         fold_journal(new_state("sandbox"), store.read_journal())

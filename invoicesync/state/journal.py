@@ -11,23 +11,156 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
 
 from invoicesync.errors import StateError
+from invoicesync.models import dumps_json
 from invoicesync.state.model import InvoiceRecord, State, _addresses_text, _validation_problems, duplicate_ids
 
 JOURNAL_OPS = frozenset({"intent", "created", "updated", "removed", "abandoned", "replacing"})
 
 
+# --- the records -----------------------------------------------------------------------------------
+
+
+class _Record(BaseModel):
+    """What every record carries: the address it is about, when, and which state wrote it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    address: StrictStr
+    time: str | None = None
+    # The lineage of the state the journal belongs to, stamped by the writer (absent in older journals).
+    lineage: str | None = None
+
+
+class Intent(_Record):
+    """A create is about to be sent (written, and on disk, before every send of it)."""
+
+    op: Literal["intent"] = "intent"
+    digest: str
+    idempotency_key: str | None = None
+    lookup: dict[str, Any] | None = None  # client.InvoiceLookup.to_dict(): what finding it needs, as sent
+    body: dict[str, Any] | None = None  # the wire body sent
+    lifecycle: dict[str, Any] | None = None
+    replaces: StrictInt | None = None  # the invoice this create supersedes (a replace, or one deleted outside)
+
+
+class Created(_Record):
+    """Campfire answered a create (or a look-up found it): the address now manages ``id``."""
+
+    op: Literal["created"] = "created"
+    id: StrictInt
+    digest: str
+    body: dict[str, Any]
+    time: str
+    lifecycle: dict[str, Any] | None = None
+    remote: dict[str, Any] | None = None
+
+
+class Updated(_Record):
+    """An update was made (or only the recorded lifecycle changed); fields left unset keep their recorded value."""
+
+    op: Literal["updated"] = "updated"
+    id: StrictInt
+    time: str
+    digest: str | None = None
+    body: dict[str, Any] | None = None
+    lifecycle: dict[str, Any] | None = None
+    remote: dict[str, Any] | None = None
+
+
+class Removed(_Record):
+    """The address's invoice was voided, deleted or forgotten."""
+
+    op: Literal["removed"] = "removed"
+    id: StrictInt | None = None
+
+
+class Abandoned(_Record):
+    """Campfire refused a create (``digest``) or a replace's void or delete (``id``): nothing happened."""
+
+    op: Literal["abandoned"] = "abandoned"
+    digest: str | None = None
+    id: StrictInt | None = None
+    reason: str | None = None
+
+
+class Replacing(_Record):
+    """A replace is about to void or delete ``id``; if the run dies, only Campfire knows whether it did."""
+
+    op: Literal["replacing"] = "replacing"
+    id: StrictInt
+    how: str | None = None
+
+
+JournalRecord = Annotated[Intent | Created | Updated | Removed | Abandoned | Replacing, Field(discriminator="op")]
+#: What ``fold_journal`` leaves for recovery to settle with Campfire.
+Unresolved = Intent | Replacing
+
+_RECORD: TypeAdapter[JournalRecord] = TypeAdapter(JournalRecord)
+
+
+def parse_record(data: Mapping[str, Any], index: int = 0) -> JournalRecord:
+    """A journal record read back (or handed to a writer) as its type; ``StateError`` naming it when it is not one."""
+    try:
+        return _RECORD.validate_python(data)
+    except ValidationError as exc:
+        raise _record_problem(index, data, _record_errors(exc)) from None
+
+
+def encode_record(record: JournalRecord | Mapping[str, Any], *, lineage: str | None = None) -> str:
+    """One journal line (without its newline): the record as its type, stamped with ``lineage``.
+
+    A mapping is validated as its type first; one that is not a journal record is a bug of the
+    writer's (``ValueError``), never written.
+    """
+    if isinstance(record, _Record):
+        typed = record
+    else:
+        if record.get("op") not in JOURNAL_OPS:
+            raise ValueError(f"unknown journal record op {record.get('op')!r}")
+        try:
+            typed = _RECORD.validate_python({k: _plain(v) for k, v in record.items()})
+        except ValidationError as exc:
+            raise ValueError(f"not a valid {record.get('op')} record: {_record_errors(exc)}") from None
+    data = typed.model_dump(exclude_unset=True)
+    data["op"] = typed.op
+    if lineage is not None:
+        data["lineage"] = lineage
+    try:
+        return dumps_json(data)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"cannot write a {typed.op} record for {typed.address!r}: {exc}") from exc
+
+
 def _plain(value: Any) -> Any:
-    """A journal record value ready for JSON: pydantic models and dataclasses become dicts."""
+    """A record value as the record holds it: pydantic models and dataclasses become dicts."""
     if isinstance(value, BaseModel):
         return value.model_dump()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     return value
+
+
+def _record_errors(exc: ValidationError) -> str:
+    """What is wrong with a record, as the journal's readers have always said it."""
+    errors = exc.errors()
+    if any(e["type"] in ("union_tag_invalid", "union_tag_not_found") for e in errors):
+        op = next((e["input"].get("op") for e in errors if isinstance(e.get("input"), Mapping)), None)
+        return f"unknown op {op!r} (written by a newer invoicesync?)"
+    missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing"]
+    if missing:
+        return "missing " + ", ".join(missing)
+    for error in errors:
+        field = error["loc"][-1] if error["loc"] else None
+        if field == "address":
+            return "address is not a string"
+        if field == "id":
+            return f"id: Input should be a valid integer (the Campfire invoice id), not {error['input']!r}"
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or '(top level)'}: {e['msg']}" for e in errors[:5])
 
 
 class JournalEntry(dict[str, Any]):
@@ -58,25 +191,6 @@ def _record_problem(index: int, record: Mapping[str, Any], problem: str) -> Stat
     )
 
 
-def _require(index: int, record: Mapping[str, Any], *keys: str) -> None:
-    missing = [key for key in keys if key not in record]
-    if missing:
-        raise _record_problem(index, record, "missing " + ", ".join(missing))
-    if not isinstance(record["address"], str):
-        raise _record_problem(index, record, "address is not a string")
-
-
-def _require_id(index: int, record: Mapping[str, Any], *, optional: bool = False) -> None:
-    """The record's ``id`` is a Campfire invoice id: an integer (never a string, a float or a boolean)."""
-    value = record.get("id")
-    if optional and value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _record_problem(
-            index, record, f"id: Input should be a valid integer (the Campfire invoice id), not {value!r}"
-        )
-
-
 def _invoice_record(index: int, record: Mapping[str, Any], fields: Mapping[str, Any]) -> InvoiceRecord:
     try:
         return InvoiceRecord.model_validate(fields)
@@ -101,7 +215,7 @@ def _foreign_message(record: Mapping[str, Any], theirs: Any, ours: str) -> str:
 
 def fold_journal(
     state: State, records: Sequence[Mapping[str, Any]], *, allow_duplicate_ids: bool = False
-) -> tuple[State, list[dict[str, Any]]]:
+) -> tuple[State, list[Unresolved]]:
     """Fold journal outcomes into ``state``; return the new state and the intents still unresolved.
 
     Pure: ``state`` is not changed (unchanged invoice records are shared) and the serial is not
@@ -127,102 +241,65 @@ def fold_journal(
     would leave one invoice id under two addresses that did not share it before (unless
     ``allow_duplicate_ids``, for the state surgery that repairs such a state).
     """
-    for index, record in enumerate(records):
-        if _foreign(record, state.lineage):
-            raise StateError(_foreign_message(record, record.get("lineage"), state.lineage))
+    for raw in records:
+        if _foreign(raw, state.lineage):
+            raise StateError(_foreign_message(raw, raw.get("lineage"), state.lineage))
+    typed = [parse_record(record, index) for index, record in enumerate(records)]
     invoices = dict(state.invoices)
     given_by: dict[str, int] = {}  # address -> the index of the last record that gave it an id
     retired = list(state.retired)
-    pending: list[tuple[int, Mapping[str, Any]]] = []
+    pending: list[Unresolved] = []
 
-    def resolve(address: str, digest: Any) -> None:
+    def resolve_intents(address: str, digest: str | None) -> None:
         pending[:] = [
-            (i, intent)
-            for i, intent in pending
-            if not (
-                intent.get("op") == "intent"
-                and intent.get("address") == address
-                and (digest is None or intent.get("digest") == digest)
-            )
+            r for r in pending
+            if not (isinstance(r, Intent) and r.address == address and (digest is None or r.digest == digest))
         ]
 
-    for index, record in enumerate(records):
-        op = record.get("op")
-        if op == "intent":
-            _require(index, record, "address", "digest")
-            pending.append((index, record))
-        elif op == "created":
-            _require(index, record, "address", "id", "digest", "body", "time")
-            _require_id(index, record)
-            address = record["address"]
-            given_by[address] = index
-            invoices[address] = _invoice_record(
-                index,
-                record,
-                {
-                    "id": record["id"],
-                    "digest": record["digest"],
-                    "body": record["body"],
-                    "lifecycle": record.get("lifecycle") or {},
-                    "remote": record.get("remote"),
-                    "created_at": record["time"],
-                    "updated_at": record["time"],
-                },
-            )
-            resolve(address, record["digest"])
-        elif op == "updated":
-            _require(index, record, "address", "id", "time")
-            _require_id(index, record)
-            address = record["address"]
-            given_by[address] = index
-            previous = invoices.get(address)
-            fields: dict[str, Any] = {"id": record["id"], "updated_at": record["time"]}
-            if previous is not None and previous.id == record["id"]:
-                fields["created_at"] = previous.created_at
-                fields["digest"] = previous.digest
-                fields["body"] = previous.body
-                fields["lifecycle"] = previous.lifecycle
-                fields["remote"] = previous.remote
+    def resolve_replacing(address: str, invoice_id: int | None) -> None:
+        pending[:] = [r for r in pending if not (isinstance(r, Replacing) and r.address == address and r.id == invoice_id)]
+
+    for index, (raw, record) in enumerate(zip(records, typed)):
+        if isinstance(record, (Intent, Replacing)):
+            pending.append(record)
+        elif isinstance(record, Created):
+            given_by[record.address] = index
+            invoices[record.address] = _invoice_record(index, raw, {
+                "id": record.id, "digest": record.digest, "body": record.body, "lifecycle": record.lifecycle or {},
+                "remote": record.remote, "created_at": record.time, "updated_at": record.time,
+            })
+            resolve_intents(record.address, record.digest)
+        elif isinstance(record, Updated):
+            given_by[record.address] = index
+            previous = invoices.get(record.address)
+            fields: dict[str, Any] = {"id": record.id, "updated_at": record.time}
+            if previous is not None and previous.id == record.id:
+                fields.update(created_at=previous.created_at, digest=previous.digest, body=previous.body,
+                              lifecycle=previous.lifecycle, remote=previous.remote)
             else:
-                fields["created_at"] = record["time"]
+                fields["created_at"] = record.time
             for key in ("digest", "body", "lifecycle", "remote"):
-                if key in record:
-                    fields[key] = record[key] if key != "lifecycle" else (record[key] or {})
-            invoices[address] = _invoice_record(index, record, fields)
-        elif op == "removed":
-            _require(index, record, "address")
-            _require_id(index, record, optional=True)
-            address = record["address"]
-            current = invoices.get(address)
-            if current is not None and (record.get("id") is None or current.id == record["id"]):
-                del invoices[address]
+                if key in record.model_fields_set:
+                    value = getattr(record, key)
+                    fields[key] = (value or {}) if key == "lifecycle" else value
+            invoices[record.address] = _invoice_record(index, raw, fields)
+        elif isinstance(record, Removed):
+            current = invoices.get(record.address)
+            if current is not None and (record.id is None or current.id == record.id):
+                del invoices[record.address]
                 if current.id not in retired:
                     retired.append(current.id)
-            pending[:] = [
-                (i, r) for i, r in pending
-                if not (r.get("op") == "replacing" and r.get("address") == address and r.get("id") == record.get("id"))
-            ]
-        elif op == "abandoned":
-            _require(index, record, "address")
-            _require_id(index, record, optional=True)
-            if "id" in record:  # a replace whose void or delete Campfire refused
-                pending[:] = [
-                    (i, r) for i, r in pending
-                    if not (r.get("op") == "replacing" and r.get("address") == record["address"] and r.get("id") == record["id"])
-                ]
+            resolve_replacing(record.address, record.id)
+        elif isinstance(record, Abandoned):
+            if record.id is not None:  # a replace whose void or delete Campfire refused
+                resolve_replacing(record.address, record.id)
             else:
-                resolve(record["address"], record.get("digest"))
-        elif op == "replacing":
-            _require(index, record, "address", "id")
-            _require_id(index, record)
-            pending.append((index, record))
-        else:
-            raise _record_problem(index, record, f"unknown op {op!r} (written by a newer invoicesync?)")
+                resolve_intents(record.address, record.digest)
 
     folded = state.model_copy(update={"invoices": invoices, "retired": retired})
     if not allow_duplicate_ids:
         _check_no_new_duplicates(state, folded, records, given_by)
-    return folded, [dict(intent) for _, intent in pending]
+    return folded, pending
 
 
 def _check_no_new_duplicates(

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from invoicesync.errors import LockError, StateError
 from invoicesync.models import dumps_json, gc_paused, loads_json
-from invoicesync.state.journal import JOURNAL_OPS, JournalEntry, _foreign, _foreign_message, _plain
+from invoicesync.state.journal import JournalEntry, JournalRecord, _foreign, _foreign_message, encode_record
 from invoicesync.state.model import (
     FORMAT_VERSION,
     State,
@@ -487,6 +487,20 @@ class StateStore:
                 raise StateError(f"cannot remove {_display(path)}: {_os_problem(exc)}") from exc
         self._known = None
 
+    @property
+    def journal_name(self) -> str:
+        """The journal as messages name it."""
+        return self.journal_path.name
+
+    def journal_last_write(self) -> float | None:
+        """When the journal was last written (epoch seconds), or None when there is none: bounds a dead run's last send."""
+        try:
+            return self.journal_path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read {_display(self.journal_path)}: {_os_problem(exc)}") from exc
+
     def remove_journal(self) -> None:
         """Delete the journal once its records are folded into a saved state (and no intent is unresolved)."""
         try:
@@ -561,19 +575,11 @@ class Journal:
         """Whether the journal was closed."""
         return self._fd is None
 
-    def _encode(self, record: Mapping[str, Any]) -> bytes:
-        op = record.get("op")
-        if op not in JOURNAL_OPS:
-            raise ValueError(f"unknown journal record op {op!r}")
-        plain = {k: _plain(v) for k, v in record.items()}
-        if self._lineage is not None:
-            plain["lineage"] = self._lineage
+    def _encode(self, record: JournalRecord | Mapping[str, Any]) -> bytes:
         try:
-            return (dumps_json(plain) + "\n").encode()
-        except (TypeError, ValueError) as exc:
-            raise StateError(
-                f"cannot write a {op} record for {record.get('address')!r} to {self._shown}: {exc}"
-            ) from exc
+            return (encode_record(record, lineage=self._lineage) + "\n").encode()
+        except TypeError as exc:
+            raise StateError(f"{exc} (to {self._shown})") from exc
 
     def _write(self, data: bytes, count: int) -> None:
         """Write and fsync ``data`` (``count`` records); on failure cut the file back to its intact part."""
@@ -596,11 +602,11 @@ class Journal:
             self.fsyncs += 1
             self.appends += count
 
-    def append_sync(self, record: Mapping[str, Any]) -> None:
+    def append_sync(self, record: JournalRecord | Mapping[str, Any]) -> None:
         """Append ``record`` and return once it is written and fsynced."""
         self._write(self._encode(record), 1)
 
-    async def append(self, record: Mapping[str, Any]) -> None:
+    async def append(self, record: JournalRecord | Mapping[str, Any]) -> None:
         """Append ``record`` and return once it is written and fsynced (sharing fsyncs with concurrent calls)."""
         data = self._encode(record)
         if self._fd is None:

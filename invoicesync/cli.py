@@ -6,31 +6,27 @@ when the plan has changes. What each command does lives in ``operations``, text 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import os
 import shlex
 import sys
-import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from invoicesync import __version__, operations
+from invoicesync import __version__, operations, views
 from invoicesync.config import Settings, load_settings
 from invoicesync.errors import InvoiceSyncError, PlanError, UsageError
 from invoicesync.models import dumps_json, loads_json
-from invoicesync.plan import Action, Outcome, Plan, has_changes, plan_from_dict, plan_to_dict
-from invoicesync.render import render_apply_result, render_outcome, render_plan, render_show
+from invoicesync.plan import Plan, has_changes, plan_from_dict, plan_to_dict
+from invoicesync.render import render_apply_result, render_plan, render_show
 from invoicesync.specs import SpecSet, load_specs
 
 F = TypeVar("F", bound=Callable[..., Any])
-SANDBOX_BASE_URL = "http://sandbox.invoicesync.invalid"
 
 
 # --- shared wiring -------------------------------------------------------------------------------------
@@ -59,30 +55,6 @@ class Options:
     def color(self) -> bool:
         """Colour only on a terminal, and never with --no-color or NO_COLOR."""
         return not self.no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
-
-
-async def _countdown(seconds: float, count: int) -> None:
-    """Wait out an interrupted run's settle window: a live countdown on a terminal, a line a minute otherwise."""
-    deadline = time.monotonic() + seconds
-    what = f"{count} create{'s' if count != 1 else ''} of an interrupted run"
-    if sys.stderr.isatty():
-        while (left := deadline - time.monotonic()) > 0:
-            click.echo(f"\rWaiting {left:3.0f} s for {what} to settle (Campfire may still be committing "
-                       f"{'them' if count != 1 else 'it'})...", err=True, nl=False)
-            await asyncio.sleep(min(1.0, left))
-        click.echo("", err=True)
-        return
-    _echo(f"Waiting {seconds:.0f} s for {what} to settle (Campfire may still be committing "
-          f"{'them' if count != 1 else 'it'}); then looking again.", err=True)
-    while (left := deadline - time.monotonic()) > 0:
-        await asyncio.sleep(min(60.0, left))
-        if deadline - time.monotonic() > 1:
-            _echo(f"  {deadline - time.monotonic():.0f} s left", err=True)
-
-
-def _echo(text: str, *, err: bool = False) -> None:
-    if text:
-        click.echo(text.rstrip("\n"), err=err)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -144,10 +116,10 @@ def validate(ctx: click.Context, /, **kw: Any) -> int:
     settings = opts.settings()
     specs = opts.specs(settings)
     if opts.json:
-        _echo(dumps_json({"valid": True, "invoices": len(specs.invoices), "files": list(specs.files)}, pretty=True))
+        views.echo(dumps_json({"valid": True, "invoices": len(specs.invoices), "files": list(specs.files)}, pretty=True))
     else:
         n, f = len(specs.invoices), len(specs.files)
-        _echo(f"Valid: {n} invoice{'s' if n != 1 else ''} in {f} spec file{'s' if f != 1 else ''}.")
+        views.echo(f"Valid: {n} invoice{'s' if n != 1 else ''} in {f} spec file{'s' if f != 1 else ''}.")
     return 0
 
 
@@ -186,16 +158,16 @@ def plan_cmd(ctx: click.Context, /, refresh_: bool, parallelism: int, targets: t
     opts = _options(ctx, **kw)
     settings = opts.settings()
     specs = opts.specs(settings)
-    plan = operations.plan(settings, specs, _hooks(opts), refresh=refresh_, parallelism=parallelism,
+    plan = operations.plan(settings, specs, views.hooks(), refresh=refresh_, parallelism=parallelism,
                            targets=targets, replace=replace, lock_timeout=_lock_timeout(lock_timeout))
     fmt = "json" if opts.json else fmt
-    _echo(render_plan(plan, fmt, color=opts.color and fmt == "text"))  # type: ignore[arg-type]
+    views.echo(render_plan(plan, fmt, color=opts.color and fmt == "text"))  # type: ignore[arg-type]
     if out is not None:
         # Like git -C, paths are relative to the workspace.
         written = settings.root / out
         _write_atomically(written, dumps_json(plan_to_dict(plan), pretty=True))
         if fmt == "text":
-            _echo(f"\nSaved the plan to {written}. Apply exactly this plan with: {_apply_command(ctx, opts, out)}")
+            views.echo(f"\nSaved the plan to {written}. Apply exactly this plan with: {_apply_command(ctx, opts, out)}")
     if detailed_exitcode and has_changes(plan):
         return 2
     return 0
@@ -215,20 +187,6 @@ def _apply_command(ctx: click.Context, opts: Options, planfile: Path) -> str:
         words += ["--var-file", str(var_file)]
     words.append(str(planfile))
     return shlex.join(words)
-
-
-def _confirm(auto_approve: bool) -> None:
-    if auto_approve:
-        return
-    if not sys.stdin.isatty():
-        raise UsageError(
-            "apply needs approval and there is no terminal to ask on: review the plan and pass --auto-approve, "
-            "or apply a saved plan (`invoicesync plan --out plan.json`, then `invoicesync apply plan.json`)."
-        )
-    click.echo("\nDo you want to perform these actions? Only 'yes' will be accepted.")
-    answer = click.prompt("  Enter a value", default="", show_default=False)
-    if answer.strip() != "yes":
-        raise InvoiceSyncError("Apply cancelled: nothing was changed.")
 
 
 def _load_saved_plan(path: Path) -> Plan:
@@ -270,102 +228,17 @@ def apply_cmd(ctx: click.Context, /, planfile: Path | None, refresh_: bool, para
 
     def show_plan(plan: Plan) -> None:
         if not opts.json:
-            _echo(render_plan(plan, "text", color=opts.color))
+            views.echo(render_plan(plan, "text", color=opts.color))
 
     hooks = dataclasses.replace(
-        _hooks(opts), show_plan=show_plan, confirm=lambda plan: _confirm(auto_approve),
-        progress=lambda plan, settle: _progress(opts, plan, settle),
+        views.hooks(), show_plan=show_plan, confirm=lambda plan: views.confirm(auto_approve),
+        progress=lambda plan, settle: views.progress(plan, settle, json=opts.json, no_color=opts.no_color),
     )
     result = operations.apply(settings, specs, hooks, saved=saved, refresh=refresh_, parallelism=parallelism,
                               targets=targets, replace=replace, lock_timeout=_lock_timeout(lock_timeout))
-    _echo(render_apply_result(result, "json" if opts.json else "text", color=opts.color,
-                              only_failures=not opts.json and not _is_terminal(opts)))
+    views.echo(render_apply_result(result, "json" if opts.json else "text", color=opts.color,
+                              only_failures=not opts.json and not views.is_terminal(opts.no_color)))
     return 1 if result.failed or result.interrupted else 0
-
-
-def _hooks(opts: Options) -> operations.Hooks:
-    """How an operation reaches the user of this command: notes on stderr, a countdown for settle waits."""
-    return operations.Hooks(note=lambda text: _echo(text, err=True), wait=_countdown)
-
-
-def _is_terminal(opts: Options) -> bool:
-    """Whether apply's progress shows as a bar (a terminal, colour allowed) rather than a line per change."""
-    return sys.stderr.isatty() and not opts.no_color and "NO_COLOR" not in os.environ
-
-
-@contextlib.asynccontextmanager
-async def _progress(opts: Options, plan: Plan, settle: float) -> AsyncIterator[operations.Progress]:
-    """A progress bar on a terminal; one line per finished change otherwise (CI logs).
-
-    Creates waiting out their settle window show as a countdown beside the bar on a terminal; in a
-    log, as a line when the wait starts and a line a minute while any wait is open.
-    """
-    actionable = [c for c in plan.changes if c.action is not Action.NOOP and not c.blocked]
-    total = len(actionable)
-    widths = {
-        "address_width": max((len(c.address) for c in actionable), default=0),
-        "action_width": max((len(c.action.value) for c in actionable), default=0),
-    }
-    waits: dict[str, float] = {}  # address -> when its settle window closes (time.monotonic())
-
-    def waiting() -> str:
-        if not waits:
-            return ""
-        left = max(0.0, max(waits.values()) - time.monotonic())
-        n = len(waits)
-        return f"{n} create{'s' if n != 1 else ''} settling, {left:.0f} s left"
-
-    if opts.json:
-        yield operations.Progress()
-        return
-    if _is_terminal(opts):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        columns = (TextColumn("Applying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[settle]}"))
-        with Progress(*columns, transient=True) as bar:
-            task = bar.add_task("apply", total=total, settle="")
-
-            def advance(outcome: Outcome) -> None:
-                waits.pop(outcome.address, None)
-                bar.update(task, advance=1, settle=waiting())
-
-            def wait(address: str, deadline: float) -> None:
-                waits[address] = deadline
-                bar.update(task, settle=waiting())
-
-            async def tick() -> None:
-                while True:
-                    await asyncio.sleep(1.0)
-                    bar.update(task, settle=waiting())
-
-            ticker = asyncio.get_running_loop().create_task(tick())
-            try:
-                yield operations.Progress(advance, wait)
-            finally:
-                ticker.cancel()
-        return
-
-    def line(outcome: Outcome) -> None:
-        waits.pop(outcome.address, None)
-        _echo(render_outcome(outcome, color=False, **widths))
-
-    def wait_line(address: str, deadline: float) -> None:
-        waits[address] = deadline
-        _echo(f"  {address}: its answer was lost and a look-up has not found it yet; looking again in "
-              f"{max(0.0, deadline - time.monotonic()):.0f} s, when the {settle:g} s settle window has passed", err=True)
-
-    async def minutely() -> None:
-        while True:
-            await asyncio.sleep(60.0)
-            if waits:
-                _echo(f"  Waiting: {waiting()}", err=True)
-
-    ticker = asyncio.get_running_loop().create_task(minutely())
-    try:
-        yield operations.Progress(line, wait_line)
-    finally:
-        ticker.cancel()
 
 
 @cli.command()
@@ -375,8 +248,8 @@ async def _progress(opts: Options, plan: Plan, settle: float) -> AsyncIterator[o
 def show(ctx: click.Context, /, address: str | None, **kw: Any) -> int:
     """What the state holds, with money per currency (invoiced, paid, due)."""
     opts = _options(ctx, **kw)
-    state = operations.read_state(operations.store_for(opts.settings()), _hooks(opts))
-    _echo(render_show(state, address, "json" if opts.json else "text", color=opts.color))
+    state = operations.read_state(operations.store_for(opts.settings()), views.hooks())
+    views.echo(render_show(state, address, "json" if opts.json else "text", color=opts.color))
     return 0
 
 
@@ -388,14 +261,14 @@ def show(ctx: click.Context, /, address: str | None, **kw: Any) -> int:
 def refresh_cmd(ctx: click.Context, /, parallelism: int, lock_timeout: float, **kw: Any) -> int:
     """Read every managed invoice back and update the state's remote snapshots (changes nothing remote)."""
     opts = _options(ctx, **kw)
-    result = operations.refresh(opts.settings(), _hooks(opts), parallelism=parallelism,
+    result = operations.refresh(opts.settings(), views.hooks(), parallelism=parallelism,
                                 lock_timeout=_lock_timeout(lock_timeout))
     if opts.json:
-        _echo(dumps_json({"refreshed": result.count, "missing": list(result.missing)}, pretty=True))
+        views.echo(dumps_json({"refreshed": result.count, "missing": list(result.missing)}, pretty=True))
     else:
-        _echo(f"Refreshed {result.count} invoice{'s' if result.count != 1 else ''}.")
+        views.echo(f"Refreshed {result.count} invoice{'s' if result.count != 1 else ''}.")
         for address in result.missing:
-            _echo(f"  {address}: no longer exists in Campfire (the next plan creates it again)")
+            views.echo(f"  {address}: no longer exists in Campfire (the next plan creates it again)")
     return 0
 
 
@@ -417,9 +290,9 @@ def import_cmd(ctx: click.Context, /, address: str, invoice_id: int | None, invo
     desired = next((d for d in specs.invoices if d.address == address), None)
     if desired is None:
         raise InvoiceSyncError(f'"{address}" is not declared in the specs: declare it first, then import it.')
-    adopted = operations.import_invoice(settings, desired, _hooks(opts), invoice_id=invoice_id,
+    adopted = operations.import_invoice(settings, desired, views.hooks(), invoice_id=invoice_id,
                                         invoice_number=invoice_number, lock_timeout=_lock_timeout(lock_timeout))
-    _echo(f'Imported invoice {adopted} as "{address}". Run `invoicesync plan` to see how it differs from the spec.')
+    views.echo(f'Imported invoice {adopted} as "{address}". Run `invoicesync plan` to see how it differs from the spec.')
     return 0
 
 
@@ -434,12 +307,12 @@ def state_group() -> None:
 def state_list(ctx: click.Context, /, **kw: Any) -> int:
     """Every address the state manages, with its invoice id."""
     opts = _options(ctx.find_root(), **kw)
-    state = operations.read_state(operations.store_for(opts.settings()), _hooks(opts))
+    state = operations.read_state(operations.store_for(opts.settings()), views.hooks())
     if opts.json:
-        _echo(dumps_json({a: r.id for a, r in sorted(state.invoices.items())}, pretty=True))
+        views.echo(dumps_json({a: r.id for a, r in sorted(state.invoices.items())}, pretty=True))
     else:
         for address, record in sorted(state.invoices.items()):
-            _echo(f"{address}\t{record.id}")
+            views.echo(f"{address}\t{record.id}")
     return 0
 
 
@@ -450,10 +323,10 @@ def state_list(ctx: click.Context, /, **kw: Any) -> int:
 def state_show(ctx: click.Context, /, address: str, **kw: Any) -> int:
     """One state record in full."""
     opts = _options(ctx.find_root(), **kw)
-    state = operations.read_state(operations.store_for(opts.settings()), _hooks(opts))
+    state = operations.read_state(operations.store_for(opts.settings()), views.hooks())
     if address not in state.invoices:
         raise InvoiceSyncError(f'the state has no "{address}" (see `invoicesync state list`).')
-    _echo(dumps_json(state.invoices[address].model_dump(), pretty=True))
+    views.echo(dumps_json(state.invoices[address].model_dump(), pretty=True))
     return 0
 
 
@@ -465,9 +338,9 @@ def state_show(ctx: click.Context, /, address: str, **kw: Any) -> int:
 def state_rm(ctx: click.Context, /, addresses: tuple[str, ...], lock_timeout: float, **kw: Any) -> int:
     """Forget addresses without touching their invoices in Campfire."""
     opts = _options(ctx.find_root(), **kw)
-    operations.state_rm(opts.settings(), addresses, _hooks(opts), lock_timeout=_lock_timeout(lock_timeout))
+    operations.state_rm(opts.settings(), addresses, views.hooks(), lock_timeout=_lock_timeout(lock_timeout))
     for address in addresses:
-        _echo(f'Removed "{address}" from the state (its invoice is untouched in Campfire).')
+        views.echo(f'Removed "{address}" from the state (its invoice is untouched in Campfire).')
     return 0
 
 
@@ -480,8 +353,8 @@ def state_rm(ctx: click.Context, /, addresses: tuple[str, ...], lock_timeout: fl
 def state_mv(ctx: click.Context, /, old: str, new: str, lock_timeout: float, **kw: Any) -> int:
     """Rename an address, keeping its invoice id."""
     opts = _options(ctx.find_root(), **kw)
-    invoice_id = operations.state_mv(opts.settings(), old, new, _hooks(opts), lock_timeout=_lock_timeout(lock_timeout))
-    _echo(f'Moved "{old}" to "{new}" (invoice {invoice_id}).')
+    invoice_id = operations.state_mv(opts.settings(), old, new, views.hooks(), lock_timeout=_lock_timeout(lock_timeout))
+    views.echo(f'Moved "{old}" to "{new}" (invoice {invoice_id}).')
     return 0
 
 
@@ -491,7 +364,7 @@ def state_mv(ctx: click.Context, /, old: str, new: str, lock_timeout: float, **k
 def force_unlock(ctx: click.Context, /, env: str | None) -> int:
     """Remove a stale lock (only needed where the OS lock cannot work, e.g. a network file system)."""
     holder = operations.force_unlock(load_settings(ctx.obj.get("directory"), environment=env))
-    _echo(f"Removed the lock held by {holder}." if holder else "There was no lock.")
+    views.echo(f"Removed the lock held by {holder}." if holder else "There was no lock.")
     return 0
 
 
@@ -541,28 +414,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = cli.main(args=args, prog_name="invoicesync", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
-        _echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        views.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         return 0
     except click.UsageError as exc:
         hint = f"\nTry '{exc.ctx.command_path} --help' for help." if exc.ctx else ""
-        _echo(f"Error: {exc.format_message()}{hint}", err=True)
+        views.echo(f"Error: {exc.format_message()}{hint}", err=True)
         return 1
     except click.exceptions.Abort:
-        _echo("Aborted.", err=True)
+        views.echo("Aborted.", err=True)
         return 1
     except click.ClickException as exc:
-        _echo(f"Error: {exc.format_message()}", err=True)
+        views.echo(f"Error: {exc.format_message()}", err=True)
         return 1
     except InvoiceSyncError as exc:
-        _echo(f"Error: {exc}", err=True)
+        views.echo(f"Error: {exc}", err=True)
         return 1
     except KeyboardInterrupt:
-        _echo("Interrupted.", err=True)
+        views.echo("Interrupted.", err=True)
         return 1
     except Exception as exc:  # the one broad handler: an internal error, never a user mistake
         if os.environ.get("INVOICESYNC_DEBUG"):
             traceback.print_exc()
-        _echo(f"Error: internal error ({type(exc).__name__}: {exc}). Set INVOICESYNC_DEBUG=1 to see the traceback.", err=True)
+        views.echo(f"Error: internal error ({type(exc).__name__}: {exc}). Set INVOICESYNC_DEBUG=1 to see the traceback.", err=True)
         return 1
     if isinstance(result, int):
         return result

@@ -1,0 +1,149 @@
+"""What the user sees while an operation runs: apply's progress, settle-wait countdowns, the approval prompt.
+
+Owns the terminal side of ``operations.Hooks`` (Terraform's ``command/views``): a progress bar on
+a terminal, one line per finished change in a CI log; a countdown while a settle window is open;
+the "yes" prompt. Decides nothing: what to show comes from ``operations`` and ``render``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import click
+
+from invoicesync import operations
+from invoicesync.errors import InvoiceSyncError, UsageError
+from invoicesync.plan import Action, Outcome, Plan
+from invoicesync.render import render_outcome
+
+__all__ = ["confirm", "countdown", "echo", "hooks", "is_terminal", "progress"]
+
+
+def echo(text: str, *, err: bool = False) -> None:
+    """One line (or block) of output; nothing for an empty text."""
+    if text:
+        click.echo(text.rstrip("\n"), err=err)
+
+
+def hooks() -> operations.Hooks:
+    """How an operation reaches the user: notes on stderr, a countdown for an interrupted run's settle window."""
+    return operations.Hooks(note=lambda text: echo(text, err=True), wait=countdown)
+
+
+def is_terminal(no_color: bool) -> bool:
+    """Whether apply's progress shows as a bar (a terminal, colour allowed) rather than a line per change."""
+    return sys.stderr.isatty() and not no_color and "NO_COLOR" not in os.environ
+
+
+async def countdown(seconds: float, count: int) -> None:
+    """Wait out an interrupted run's settle window: a live countdown on a terminal, a line a minute otherwise."""
+    deadline = time.monotonic() + seconds
+    what = f"{count} create{'s' if count != 1 else ''} of an interrupted run"
+    if sys.stderr.isatty():
+        while (left := deadline - time.monotonic()) > 0:
+            click.echo(f"\rWaiting {left:3.0f} s for {what} to settle (Campfire may still be committing "
+                       f"{'them' if count != 1 else 'it'})...", err=True, nl=False)
+            await asyncio.sleep(min(1.0, left))
+        click.echo("", err=True)
+        return
+    echo(f"Waiting {seconds:.0f} s for {what} to settle (Campfire may still be committing "
+          f"{'them' if count != 1 else 'it'}); then looking again.", err=True)
+    while (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(60.0, left))
+        if deadline - time.monotonic() > 1:
+            echo(f"  {deadline - time.monotonic():.0f} s left", err=True)
+
+
+def confirm(auto_approve: bool) -> None:
+    """Ask for "yes" on a terminal (unless ``auto_approve``); refuse without one, cancel on anything else."""
+    if auto_approve:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "apply needs approval and there is no terminal to ask on: review the plan and pass --auto-approve, "
+            "or apply a saved plan (`invoicesync plan --out plan.json`, then `invoicesync apply plan.json`)."
+        )
+    click.echo("\nDo you want to perform these actions? Only 'yes' will be accepted.")
+    answer = click.prompt("  Enter a value", default="", show_default=False)
+    if answer.strip() != "yes":
+        raise InvoiceSyncError("Apply cancelled: nothing was changed.")
+
+
+@contextlib.asynccontextmanager
+async def progress(plan: Plan, settle: float, *, json: bool, no_color: bool) -> AsyncIterator[operations.Progress]:
+    """A progress bar on a terminal; one line per finished change otherwise (CI logs).
+
+    Creates waiting out their settle window show as a countdown beside the bar on a terminal; in a
+    log, as a line when the wait starts and a line a minute while any wait is open.
+    """
+    actionable = [c for c in plan.changes if c.action is not Action.NOOP and not c.blocked]
+    total = len(actionable)
+    widths = {
+        "address_width": max((len(c.address) for c in actionable), default=0),
+        "action_width": max((len(c.action.value) for c in actionable), default=0),
+    }
+    waits: dict[str, float] = {}  # address -> when its settle window closes (time.monotonic())
+
+    def waiting() -> str:
+        if not waits:
+            return ""
+        left = max(0.0, max(waits.values()) - time.monotonic())
+        n = len(waits)
+        return f"{n} create{'s' if n != 1 else ''} settling, {left:.0f} s left"
+
+    if json:
+        yield operations.Progress()
+        return
+    if is_terminal(no_color):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("Applying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[settle]}"))
+        with Progress(*columns, transient=True) as bar:
+            task = bar.add_task("apply", total=total, settle="")
+
+            def advance(outcome: Outcome) -> None:
+                waits.pop(outcome.address, None)
+                bar.update(task, advance=1, settle=waiting())
+
+            def wait(address: str, deadline: float) -> None:
+                waits[address] = deadline
+                bar.update(task, settle=waiting())
+
+            async def tick() -> None:
+                while True:
+                    await asyncio.sleep(1.0)
+                    bar.update(task, settle=waiting())
+
+            ticker = asyncio.get_running_loop().create_task(tick())
+            try:
+                yield operations.Progress(advance, wait)
+            finally:
+                ticker.cancel()
+        return
+
+    def line(outcome: Outcome) -> None:
+        waits.pop(outcome.address, None)
+        echo(render_outcome(outcome, color=False, **widths))
+
+    def wait_line(address: str, deadline: float) -> None:
+        waits[address] = deadline
+        echo(f"  {address}: its answer was lost and a look-up has not found it yet; looking again in "
+              f"{max(0.0, deadline - time.monotonic()):.0f} s, when the {settle:g} s settle window has passed", err=True)
+
+    async def minutely() -> None:
+        while True:
+            await asyncio.sleep(60.0)
+            if waits:
+                echo(f"  Waiting: {waiting()}", err=True)
+
+    ticker = asyncio.get_running_loop().create_task(minutely())
+    try:
+        yield operations.Progress(line, wait_line)
+    finally:
+        ticker.cancel()

@@ -1,4 +1,4 @@
-"""Tests of invoicesync.pgstore: team state, history, journal and lock on a real PostgreSQL server.
+"""Tests of invoicesync.state.postgres: team state, history, journal and lock on a real PostgreSQL server.
 
 The server is started by the test session (tests/pg.py); each test works in a schema of its own.
 No mocks: every behaviour here is what the server does.
@@ -23,7 +23,7 @@ from psycopg import sql
 
 from invoicesync.errors import LockError, StateError
 from invoicesync.models import RemoteSnapshot
-from invoicesync.pgstore import SCHEMA_VERSION, PgJournal, PostgresStore, _key
+from invoicesync.state.postgres import SCHEMA_VERSION, PgJournal, PostgresStore, _key
 from invoicesync.state import InvoiceRecord, State, fold_journal, new_state
 from tests.pg import PgServer, pg_schema, pg_server  # noqa: F401  (fixtures)
 
@@ -446,7 +446,7 @@ def test_lock_timeout_waits_for_the_holder(store: PostgresStore, make_store: Any
 
 _HOLDER = """
 import os, sys, time
-from invoicesync.pgstore import PostgresStore
+from invoicesync.state.postgres import PostgresStore
 store = PostgresStore(os.environ["INVOICESYNC_PG_DSN"], schema=sys.argv[1], environment=sys.argv[2])
 with store.lock("apply (killed holder)"):
     print("locked", flush=True)

@@ -1,0 +1,103 @@
+"""The seam between operations and where a state is kept: what every backend does, and nothing more.
+
+``StateStore`` (files under ``state/`` with an OS lock, ``state.local``) and ``PostgresStore``
+(tables with an advisory lock, ``state.postgres``) both implement ``Backend``; ``operations``,
+``apply`` and ``recovery`` only ever use these methods, so a run behaves the same on either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from invoicesync.state.journal import JournalRecord
+from invoicesync.state.model import State
+
+__all__ = ["Backend", "JournalWriter"]
+
+
+class JournalWriter(Protocol):
+    """An open journal: each ``append`` returns once the record is durable (fsynced or committed)."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether the journal was closed."""
+        ...
+
+    async def append(self, record: JournalRecord | Mapping[str, Any]) -> None:
+        """Append ``record``; concurrent appends may share one fsync or commit."""
+        ...
+
+    def append_sync(self, record: JournalRecord | Mapping[str, Any]) -> None:
+        """Append ``record`` from synchronous code."""
+        ...
+
+    async def aclose(self) -> None:
+        """Wait for queued appends to land, then close."""
+        ...
+
+    def close(self) -> None:
+        """Close (records already appended are durable); idempotent."""
+        ...
+
+
+class Backend(Protocol):
+    """Where one environment's state, journal and lock are kept."""
+
+    def exists(self) -> bool:
+        """Whether a state has been saved."""
+        ...
+
+    def load(self) -> State:
+        """The saved state, or a new empty one when there is none."""
+        ...
+
+    def save(self, state: State) -> State:
+        """Save ``state`` as the next serial, refusing when another run saved since it was loaded."""
+        ...
+
+    def discard(self) -> None:
+        """Remove a state this run created and left empty."""
+        ...
+
+    def lock(self, command: str, timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
+        """Hold the environment's lock for ``command``; ``LockError`` naming the holder when it is taken."""
+        ...
+
+    def read_lock_info(self) -> dict[str, Any] | None:
+        """Who holds (or last held) the lock, as far as the backend knows."""
+        ...
+
+    def lock_is_held(self) -> bool:
+        """Whether a live run holds the lock now."""
+        ...
+
+    def force_unlock(self) -> dict[str, Any] | None:
+        """Break the lock; returns what was known about its holder."""
+        ...
+
+    def has_journal(self) -> bool:
+        """Whether an unfinished run left journal records."""
+        ...
+
+    def open_journal(self, *, lineage: str | None = None) -> JournalWriter:
+        """Open the journal for appending, stamping ``lineage`` on every record."""
+        ...
+
+    def read_journal(self) -> list[dict[str, Any]]:
+        """The journal's records in the order they were written."""
+        ...
+
+    @property
+    def journal_name(self) -> str:
+        """The journal as messages name it."""
+        ...
+
+    def journal_last_write(self) -> float | None:
+        """When the journal was last written (epoch seconds): bounds a dead run's last send."""
+        ...
+
+    def remove_journal(self) -> None:
+        """Drop the journal once it is folded into a saved state."""
+        ...

@@ -729,12 +729,12 @@ class PostgresStore:
 
     # --- journal -------------------------------------------------------------------------------------
 
-    @_translated("read the journal")
     @property
     def journal_name(self) -> str:
         """The journal as messages name it."""
         return f"the journal in {self.display}"
 
+    @_translated("read the journal")
     def has_journal(self) -> bool:
         """Whether journal records exist: the last run did not finish folding them into the state."""
         with self._connection() as conn:

@@ -20,9 +20,9 @@ import click
 
 from invoicesync import __version__, operations, views
 from invoicesync.config import Settings, load_settings
-from invoicesync.errors import InvoiceSyncError, PlanError, UsageError
-from invoicesync.models import dumps_json, loads_json
-from invoicesync.plan import Plan, has_changes, plan_from_dict, plan_to_dict
+from invoicesync.errors import InvoiceSyncError, UsageError
+from invoicesync.models import dumps_json
+from invoicesync.plan import Plan, has_changes, load_plan, save_plan
 from invoicesync.render import render_apply_result, render_plan, render_show
 from invoicesync.specs import SpecSet, load_specs
 
@@ -55,18 +55,6 @@ class Options:
     def color(self) -> bool:
         """Colour only on a terminal, and never with --no-color or NO_COLOR."""
         return not self.no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise InvoiceSyncError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def common_options(func: F) -> F:
@@ -165,7 +153,7 @@ def plan_cmd(ctx: click.Context, /, refresh_: bool, parallelism: int, targets: t
     if out is not None:
         # Like git -C, paths are relative to the workspace.
         written = settings.root / out
-        _write_atomically(written, dumps_json(plan_to_dict(plan), pretty=True))
+        save_plan(plan, written)
         if fmt == "text":
             views.echo(f"\nSaved the plan to {written}. Apply exactly this plan with: {_apply_command(ctx, opts, out)}")
     if detailed_exitcode and has_changes(plan):
@@ -187,18 +175,6 @@ def _apply_command(ctx: click.Context, opts: Options, planfile: Path) -> str:
         words += ["--var-file", str(var_file)]
     words.append(str(planfile))
     return shlex.join(words)
-
-
-def _load_saved_plan(path: Path) -> Plan:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PlanError(f"cannot read the saved plan {path}: {exc.strerror or exc}") from exc
-    try:
-        data = loads_json(text)
-    except ValueError as exc:
-        raise PlanError(f"{path} is not a saved plan (not valid JSON: {exc})") from exc
-    return plan_from_dict(data)
 
 
 @cli.command("apply")
@@ -224,7 +200,7 @@ def apply_cmd(ctx: click.Context, /, planfile: Path | None, refresh_: bool, para
         raise UsageError("apply --json needs --auto-approve (or a saved plan): a prompt would mix with the JSON output.")
     settings = opts.settings()
     specs = opts.specs(settings)
-    saved = _load_saved_plan(settings.root / planfile) if planfile is not None else None
+    saved = load_plan(settings.root / planfile) if planfile is not None else None
 
     def show_plan(plan: Plan) -> None:
         if not opts.json:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from decimal import Context, Decimal
+from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Any, Literal
 
@@ -26,6 +26,7 @@ import simplejson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from invoicesync.errors import SourceLocation
+from invoicesync.money import canonical_decimal, invoice_total
 
 # --- enums -----------------------------------------------------------------------------------------
 
@@ -225,18 +226,6 @@ LINE_MONEY_FIELDS: frozenset[str] = frozenset(
 # --- canonical wire form ---------------------------------------------------------------------------
 
 
-# Wide enough for every value the API's ranges allow (quantity < 1e16 times rate < 1e13, with
-# decimals): the default context's 28 digits would round a product silently.
-MONEY_CONTEXT = Context(prec=80)
-
-
-def canonical_decimal(value: Decimal) -> Decimal:
-    """One spelling per value: ``50.00`` -> ``50``, ``0.30`` -> ``0.3``, ``-0`` -> ``0``."""
-    if value == value.to_integral_value():
-        return value.quantize(Decimal(1), context=MONEY_CONTEXT) + Decimal(0)
-    return value.normalize(MONEY_CONTEXT)
-
-
 _PLAIN = (str, int, bool, type(None))
 
 
@@ -285,26 +274,6 @@ def loads_json(text: str | bytes) -> Any:
 def body_digest(wire: Mapping[str, Any]) -> str:
     """``sha256:<hex>`` of the canonical JSON of a wire body."""
     return "sha256:" + hashlib.sha256(canonical_json(wire).encode()).hexdigest()
-
-
-def line_amount(line: Mapping[str, Any]) -> Decimal:
-    """A wire line's amount: its ``amount``, else ``quantity`` x ``rate`` (quantity defaults to 1)."""
-    if line.get("amount") is not None:
-        return Decimal(line["amount"])
-    rate = line.get("rate")
-    if rate is None:
-        return Decimal(0)
-    quantity = line.get("quantity")
-    return MONEY_CONTEXT.multiply(Decimal(1 if quantity is None else quantity), Decimal(rate))
-
-
-def invoice_total(wire: Mapping[str, Any]) -> Decimal:
-    """What Campfire computes as ``total_amount``: lines' amount plus tax, less the invoice discount."""
-    total = Decimal(0)
-    add = MONEY_CONTEXT.add
-    for line in wire.get("lines", ()):
-        total = add(total, add(line_amount(line), Decimal(line.get("tax") or 0)))
-    return MONEY_CONTEXT.subtract(total, Decimal(wire.get("discount") or 0))
 
 
 # --- what specs declare ----------------------------------------------------------------------------

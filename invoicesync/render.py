@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.text import Text
 
 from invoicesync.errors import UsageError
-from invoicesync.models import canonical_decimal, dumps_json
+from invoicesync.models import dumps_json
+from invoicesync.money import canonical_decimal
 from invoicesync.plan import (
     REASON_DRIFT,
     Action,

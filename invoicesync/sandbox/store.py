@@ -39,12 +39,11 @@ from invoicesync.models import (
     BODY_FIELDS,
     LINE_FIELDS,
     InvoiceBody,
-    canonical_decimal,
     dumps_json,
-    line_amount,
     loads_json,
     to_wire,
 )
+from invoicesync.money import canonical_decimal, line_amount
 from invoicesync.sandbox.fixtures import Fixtures
 from invoicesync.sandbox.validation import ManualPayment
 

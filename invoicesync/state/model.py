@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from invoicesync.models import RemoteSnapshot
+from invoicesync.money import (
+    MONEY_CONTEXT,
+    InvoiceMoney,
+    ManagedMoney,
+    MoneyKey,
+    invoice_total,
+    money_key_order,
+)
 
 FORMAT_VERSION = 1
 
@@ -106,4 +115,54 @@ def _duplicates_message(shown: str, shared: Mapping[int, Sequence[str]]) -> str:
         "two specs, and removing either spec would void it for the other. Keep it under the right "
         "address and forget the others with `invoicesync state rm ADDRESS` (for example "
         f"`invoicesync state rm {first[-1]}`); the invoice stays in Campfire as it is"
+    )
+
+
+# --- what the state manages, in money --------------------------------------------------------------
+
+
+def invoice_money(record: InvoiceRecord, live: Mapping[str, Any] | None = None) -> InvoiceMoney:
+    """An invoice's money from a refreshed invoice (``live``), else the state's snapshot, else its body."""
+    snap = RemoteSnapshot.from_response(live) if live is not None else (record.remote or RemoteSnapshot())
+    known = live is not None or record.remote is not None
+    currency = snap.currency or str(record.body.get("currency") or "USD")
+    invoiced = Decimal(snap.total_amount) if snap.total_amount is not None else invoice_total(record.body)
+    paid = Decimal(snap.amount_paid) if snap.amount_paid is not None else Decimal(0)
+    due = Decimal(snap.amount_due) if snap.amount_due is not None else MONEY_CONTEXT.subtract(invoiced, paid)
+    if snap.locked_reason == "voided":
+        status = "voided"
+    else:
+        status = snap.payment_status or snap.status or ("open" if known else "unknown")
+    return InvoiceMoney(currency, status, invoiced, paid, due)
+
+
+def managed_money(
+    state: State, remote: Mapping[str, Mapping[str, Any] | None] | None = None
+) -> tuple[ManagedMoney, ...]:
+    """Invoiced, paid and due per currency over every invoice the state manages (voided ones left out).
+
+    An invoice whose currency neither Campfire nor its body names counts as USD here (``show``); a
+    plan counts it in its entity's currency instead (see ``make_plan``).
+    """
+    return sum_managed(state, remote, lambda _address, _record, money: (money.currency, None))
+
+
+def sum_managed(
+    state: State,
+    remote: Mapping[str, Mapping[str, Any] | None] | None,
+    key_of: Callable[[str, InvoiceRecord, InvoiceMoney], MoneyKey],
+) -> tuple[ManagedMoney, ...]:
+    sums: dict[MoneyKey, tuple[int, Decimal, Decimal, Decimal]] = {}
+    live_by_address = remote or {}
+    for address, record in state.invoices.items():
+        money = invoice_money(record, live_by_address.get(address))
+        if money.voided:
+            continue
+        key = key_of(address, record, money)
+        n, i, p, d = sums.get(key, (0, Decimal(0), Decimal(0), Decimal(0)))
+        add = MONEY_CONTEXT.add
+        sums[key] = (n + 1, add(i, money.invoiced), add(p, money.paid), add(d, money.due))
+    return tuple(
+        ManagedMoney(key[0], n, i, p, d, entity=None if key[0] else key[1])
+        for key, (n, i, p, d) in sorted(sums.items(), key=lambda item: money_key_order(item[0]))
     )

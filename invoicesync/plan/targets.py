@@ -1,0 +1,86 @@
+"""``--target`` and ``--replace`` address globs: which addresses a plan covers, with did-you-mean when one matches nothing.
+
+Pure.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from fnmatch import translate
+
+from invoicesync.errors import PlanError
+from invoicesync.models import DesiredInvoice
+from invoicesync.state import InvoiceRecord
+
+# --- address globs ---------------------------------------------------------------------------------
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(translate(pattern))
+
+
+def matching(addresses: Iterable[str], patterns: Sequence[str]) -> list[str]:
+    """The addresses (sorted) matching any of the glob ``patterns``; all of them when there is none."""
+    ordered = sorted(addresses)
+    if not patterns:
+        return ordered
+    compiled = [_glob(p) for p in patterns]
+    return [a for a in ordered if any(rx.match(a) for rx in compiled)]
+
+
+def select_targets(universe: Iterable[str], targets: Sequence[str]) -> set[str]:
+    addresses = sorted(universe)
+    if not targets:
+        return set(addresses)
+    selected: set[str] = set()
+    unmatched: list[str] = []
+    for pattern in targets:
+        rx = _glob(pattern)
+        hits = [a for a in addresses if rx.match(a)]
+        if not hits:
+            unmatched.append(pattern)
+        selected.update(hits)
+    if unmatched:
+        raise PlanError(
+            "\n".join(
+                f"--target {p} matches no address in the specs or the state.{_did_you_mean(p, addresses)}"
+                for p in unmatched
+            )
+        )
+    return selected
+
+
+def select_replacements(
+    replace: Sequence[str],
+    selected: set[str],
+    desired: Mapping[str, DesiredInvoice],
+    records: Mapping[str, InvoiceRecord],
+) -> set[str]:
+    candidates = sorted(a for a in selected if a in desired and a in records)
+    chosen: set[str] = set()
+    problems: list[str] = []
+    for pattern in replace:
+        rx = _glob(pattern)
+        hits = [a for a in candidates if rx.match(a)]
+        if hits:
+            chosen.update(hits)
+            continue
+        if any(rx.match(a) for a in desired if a not in records):
+            why = "only invoices not created yet, so there is nothing to replace"
+        elif any(rx.match(a) for a in records if a not in desired):
+            why = "only invoices whose spec was removed; they are removed, not replaced"
+        elif any(rx.match(a) for a in records):
+            why = "only addresses outside the --target addresses"
+        else:
+            why = "no invoice in the specs or the state"
+        problems.append(f"--replace {pattern} matches {why}.{_did_you_mean(pattern, candidates)}")
+    if problems:
+        raise PlanError("\n".join(problems))
+    return chosen
+
+
+def _did_you_mean(pattern: str, addresses: Sequence[str]) -> str:
+    close = difflib.get_close_matches(pattern, addresses, n=3)
+    return f" Did you mean {', '.join(close)}?" if close else ""

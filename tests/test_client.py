@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from invoicesync.client import CampfireClient, InvoiceLookup, _retry_after
+from invoicesync.client import CampfireClient, InvoiceLookup
+from invoicesync.client._support import _retry_after
 from invoicesync.errors import ApiConnectionError, ApiError
 from invoicesync.models import dumps_json, loads_json
 from invoicesync.sandbox import FaultSettings, Sandbox

@@ -1,4 +1,4 @@
-"""The Campfire HTTP client: auth, timeouts, retries, throttling, error mapping and reconcile look-ups.
+"""The Campfire HTTP client (``CampfireClient``): auth, timeouts, retries, throttling, error mapping and reconcile look-ups.
 
 Owned by the client module (DESIGN.md, "Creating each invoice exactly once" and "Talking to the
 API"). Everything that touches httpx lives here: one ``httpx.AsyncClient`` is built in
@@ -31,43 +31,54 @@ A write whose outcome is unknown (the request may have been sent: read timeout, 
 5xx, unreadable success body) is reconciled before it is sent again: a create looks the invoice up
 (``find_invoice``), a void or payment re-reads the invoice, and a delete treats a later 404 as done.
 """
-
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
-import html
-import ipaddress
 import logging
 import math
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
-from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from decimal import Decimal, InvalidOperation
+from datetime import date
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
-import simplejson
 
 from invoicesync import __version__
-from invoicesync.errors import ApiConnectionError, ApiError, ConfigError, CreateUnsettled, flatten_drf_errors
+from invoicesync.client._support import (
+    Reconcile,
+    _BadBody,
+    _base_url,
+    _count,
+    _DeadlineExceeded,
+    _describe,
+    _duration,
+    _Failure,
+    _id_problem,
+    _int_or,
+    _iso_date,
+    _kind,
+    _money,
+    _origin,
+    _parse_body,
+    _payment_total,
+    _query_value,
+    _read_retry_after,
+    _Reply,
+    _RetryAfter,
+    _Secret,
+    _shorten,
+    _summarise,
+    _summarise_text,
+)
+from invoicesync.client.lookup import ClientStats, CreateResult, InvoiceLookup
+from invoicesync.errors import ApiConnectionError, ApiError, ConfigError, CreateUnsettled
 from invoicesync.models import dumps_json, is_voided, loads_json
 
-__all__ = [
-    "INVOICES_PATH",
-    "LOOKUP_PAGE_SIZE",
-    "CampfireClient",
-    "ClientStats",
-    "CreateResult",
-    "InvoiceLookup",
-]
-
-log = logging.getLogger(__name__)
+log = logging.getLogger("invoicesync.client")
 
 INVOICES_PATH = "/coa/api/v1/invoice/"
 ENTITIES_PATH = "/coa/api/entity"
@@ -92,7 +103,6 @@ _MAX_LISTED = 1_000_000
 _MAX_EMPTY_PAGES = 3  # empty pages in a row that still link on (DRF never sends one)
 
 # Longer base URLs are refused (a pasted file, not a URL); the same bound as config's.
-_MAX_URL = 2048
 
 # Errors raised before any byte of the request could have reached the server: safe to resend as is.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -101,477 +111,6 @@ _FATAL = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
 
 _JSON = "application/json"
 
-
-# --- public value types -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class InvoiceLookup:
-    """What finding an invoice whose create response was lost needs (the journal keeps it as sent).
-
-    ``source_id`` is matched when set, else ``invoice_number``; at least one of them is required.
-    """
-
-    entity: int
-    client: int | None
-    invoice_date: str  # YYYY-MM-DD
-    invoice_number: str | None
-    source_id: str | None
-    exclude_ids: tuple[int, ...] = ()  # invoices that must not be taken for this create (the one it supersedes)
-
-    def __post_init__(self) -> None:
-        if not self.source_id and not self.invoice_number:
-            raise ValueError("an invoice look-up needs a source_id or an invoice_number to match on")
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any], *, exclude_ids: tuple[int, ...] = ()) -> InvoiceLookup:
-        """The look-up for a Create Invoice wire body (ids may be numeric strings, dates strings or dates)."""
-        client = body.get("client")
-        number = body.get("invoice_number")
-        source_id = body.get("source_id")
-        return cls(
-            entity=int(body["entity"]),
-            client=None if client is None else int(client),
-            invoice_date=_iso_date(body["invoice_date"]),
-            invoice_number=None if number is None else str(number),
-            source_id=None if source_id is None else str(source_id),
-            exclude_ids=tuple(exclude_ids),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The journal form: plain JSON types."""
-        return {
-            "entity": self.entity,
-            "client": self.client,
-            "invoice_date": self.invoice_date,
-            "invoice_number": self.invoice_number,
-            "source_id": self.source_id,
-            "exclude_ids": list(self.exclude_ids),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> InvoiceLookup:
-        """Read back what ``to_dict`` wrote."""
-        client = d.get("client")
-        number = d.get("invoice_number")
-        source_id = d.get("source_id")
-        return cls(
-            entity=int(d["entity"]),
-            client=None if client is None else int(client),
-            invoice_date=_iso_date(d["invoice_date"]),
-            invoice_number=None if number is None else str(number),
-            source_id=None if source_id is None else str(source_id),
-            exclude_ids=tuple(int(i) for i in d.get("exclude_ids") or ()),
-        )
-
-
-# A key shorter than this cannot be a Campfire key (those are 40-character tokens); it is still
-# hidden, but only where it stands as a word of its own, so that "abc" does not tear "abcdef" apart.
-_MIN_REDACTED_KEY = 8
-_HIDDEN = "<hidden>"
-
-
-@dataclass
-class ClientStats:
-    """Counters of one client's life; never holds the API key.
-
-    ``requests`` counts every HTTP send; ``retries`` every send that repeated an earlier one (for any
-    cause, 429s included); ``throttled`` the 429 replies; ``lookups`` the ``find_invoice`` calls and
-    ``found_by_lookup`` the creates whose invoice was found by one; ``throttle_wait_seconds`` the time
-    requests spent waiting for the client-wide throttle, summed over requests.
-    """
-
-    requests: int = 0
-    retries: int = 0
-    throttled: int = 0
-    lookups: int = 0
-    found_by_lookup: int = 0
-    throttle_wait_seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class CreateResult:
-    """The invoice a create produced; ``found_by_lookup`` when the reply was lost and a look-up found it."""
-
-    invoice: dict[str, Any]
-    found_by_lookup: bool
-    attempts: int
-
-
-# --- internals --------------------------------------------------------------------------------------
-
-
-class _Secret:
-    """A string that never shows itself in a repr or str, and hides itself in texts."""
-
-    __slots__ = ("_value", "_pattern")
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-        self._pattern = _key_pattern(value)
-
-    def reveal(self) -> str:
-        return self._value
-
-    def hide_in(self, text: str) -> str:
-        """``text`` with the secret, as is or written with escapes, replaced by ``<hidden>``."""
-        return self._pattern.sub(_HIDDEN, text) if self._pattern is not None else text
-
-    def __repr__(self) -> str:
-        return _HIDDEN
-
-    __str__ = __repr__
-
-
-class _BadBody(Exception):
-    """A success status whose body is not the JSON it should be (truncated, HTML from a proxy)."""
-
-
-@dataclass
-class _Reply:
-    """What one retried call ended with: a final response, or what a reconcile found instead."""
-
-    response: httpx.Response | None
-    data: Any
-    attempts: int
-    uncertain: bool  # some earlier send may have taken effect
-    reconciled: Any = None
-
-
-@dataclass
-class _Failure:
-    """One retryable failure: why, and whether the request may have taken effect."""
-
-    uncertain: bool
-    exc: Exception | None = None
-    response: httpx.Response | None = None
-
-
-Reconcile = Callable[[], Awaitable[Any]]
-
-
-def _iso_date(value: Any) -> str:
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value)
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    port = url.port
-    if port is None:
-        port = {"http": 80, "https": 443}.get(url.scheme)
-    return (url.scheme, url.host, port)
-
-
-@dataclass(frozen=True)
-class _RetryAfter:
-    """What a 429's ``Retry-After`` header asked for: ``seconds`` to wait, or None and why not."""
-
-    header: str | None  # as sent, None when absent
-    seconds: float | None = None  # None: absent or unusable; back off as usual instead
-    problem: str = ""  # why an unusable one is unusable ("is in the past")
-
-
-def _read_retry_after(value: str | None) -> _RetryAfter:
-    """Read ``Retry-After`` (delta-seconds, fractions allowed, or an HTTP-date).
-
-    A date in the past, a negative number, infinity, NaN or anything else is no instruction: the
-    caller backs off as usual and can say what the header said.
-    """
-    if value is None:
-        return _RetryAfter(None)
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(seconds):
-            return _RetryAfter(value, problem="is not a finite number of seconds")
-        if seconds < 0:
-            return _RetryAfter(value, problem="is negative")
-        return _RetryAfter(value, seconds)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return _RetryAfter(value, problem="is neither a number of seconds nor an HTTP-date")
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    seconds = (when - datetime.now(timezone.utc)).total_seconds()
-    if seconds <= 0:
-        return _RetryAfter(value, problem="is in the past")
-    return _RetryAfter(value, seconds)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait per a ``Retry-After`` header, or None when it gives no usable instruction."""
-    return _read_retry_after(value).seconds
-
-
-def _duration(seconds: float) -> str:
-    """A wait in words a person can picture: ``45 s``, ``20 min``, ``5 h``, ``12 days``, ``73 years``."""
-    if seconds < 100:
-        return f"{seconds:.3g} s"
-    for unit, size, below in (("min", 60, 100), ("h", 3600, 48), ("days", 86400, 730)):
-        if seconds < size * below:
-            return f"{seconds / size:.0f} {unit}"
-    return f"{seconds / (365.25 * 86400):.0f} years"
-
-
-def _key_pattern(key: str) -> re.Pattern[str] | None:
-    """What the key looks like in a message: as is, or with any of its characters escaped.
-
-    Servers echo the key in a JSON string (``\\u0073``, ``\\/``), a bytes repr (``\\x7f``), a URL
-    (``%2D``) or an HTML page (``&#115;``, ``&amp;``), and any mix of these within the one key.
-    """
-    if not key:
-        return None
-
-    def hexes(code: int, width: int) -> str:  # hex digits of either case
-        return "".join(f"[{d.lower()}{d.upper()}]" if d.isalpha() else d for d in f"{code:0{width}x}")
-
-    named = {"&": "amp", "<": "lt", ">": "gt", '"': "quot", "'": "apos"}
-    parts = []
-    for ch in key:
-        code = ord(ch)
-        forms = [re.escape(ch), r"\\u" + hexes(code, 4), f"&#0*{code};", "&#[xX]0*" + hexes(code, 1) + ";"]
-        if code < 0x100:
-            forms += [r"\\x" + hexes(code, 2), "%" + hexes(code, 2)]
-        if ch in "/\\\"'":
-            forms.append(re.escape("\\" + ch))
-        if ch in named:
-            forms.append(f"&{named[ch]};")
-        parts.append("(?:" + "|".join(forms) + ")")
-    pattern = "".join(parts)
-    if len(key) < _MIN_REDACTED_KEY:
-        pattern = f"(?<![A-Za-z0-9]){pattern}(?![A-Za-z0-9])"
-    return re.compile(pattern)
-
-
-def _kind(value: Any) -> str:
-    """A JSON value's kind, for messages: ``a string``, ``null``, ``a boolean``, ``a number``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (int, float, Decimal)):
-        return "a number"
-    return "an array" if isinstance(value, list) else "an object"
-
-
-def _id_problem(item: Mapping[str, Any]) -> str | None:
-    """What is wrong with an invoice's ``id`` (missing, or not a positive integer), or None."""
-    if "id" not in item:
-        return "has no 'id'"
-    value = item["id"]
-    if isinstance(value, bool) or not isinstance(value, int):
-        shown = "" if value is None else f" ({_shorten(dumps_json(value), 40)})"
-        return f"has an 'id' that is {_kind(value)}{shown}, not an integer"
-    if value < 1:
-        return f"has an 'id' of {value}, not a positive integer"
-    return None
-
-
-_URL_TEXT = re.compile(r"[A-Za-z0-9\-._~:/@!$&'()*+,;=%\[\]]*")  # RFC 3986 characters but '?' and '#'
-_HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-_HOST = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
-_SCHEME = re.compile(r"^https?://", re.IGNORECASE)
-_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-
-
-def _shown_url(text: str) -> str:
-    """A URL for a message: no user name or password (all before the last '@'), at most 100 characters, quoted."""
-    if "@" in text:
-        scheme, sep, _ = text.partition("://")
-        text = (scheme + sep if sep and "@" not in scheme else "") + "***@" + text.rpartition("@")[2]
-    return repr(_shorten(text, 100))
-
-
-def _base_url(value: str) -> httpx.URL:
-    """The base URL checked (http(s), a valid host and port, no query or fragment) and without credentials.
-
-    Raises ``ConfigError``: the CLI's config checks the same rules first, naming the variable or key.
-    """
-    text = value.strip()
-
-    def bad(problem: str) -> ConfigError:
-        return ConfigError(f"base URL {_shown_url(text)} {problem}")
-
-    if len(text) > _MAX_URL:
-        raise ConfigError(f"base URL is too long ({len(text)} characters; at most {_MAX_URL})")
-    if not _SCHEME.match(text):
-        raise bad("must start with http:// or https://")
-    if "?" in text or "#" in text:
-        raise bad("must not have a query ('?...') or a fragment ('#...')")
-    if not _URL_TEXT.fullmatch(text):
-        raise bad("holds characters a URL cannot have (white space, control or non-ASCII characters; "
-                  "write an international host name in its xn-- form)")
-    if _BAD_PERCENT.search(text):
-        raise bad("has a '%' that is not followed by two hex digits")
-    authority = text.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
-    if authority.startswith("["):  # [IPv6]:port
-        inside, closed, rest = authority[1:].partition("]")
-        try:
-            ipaddress.IPv6Address(inside if closed and (not rest or rest.startswith(":")) else "-")
-        except ValueError:
-            raise bad("has an invalid IPv6 host") from None
-        port = rest[1:]
-    else:
-        host, _, port = authority.partition(":")
-        if not host:
-            raise bad("has no host")
-        if not _HOST.fullmatch(host):
-            raise bad("has an invalid host name")
-        if re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+", host):
-            try:
-                ipaddress.IPv4Address(host)
-            except ValueError:
-                raise bad("has an invalid IPv4 address") from None
-    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise bad("has an invalid port (a number from 1 to 65535)")
-    try:
-        url = httpx.URL(text.rstrip("/"))
-    except httpx.InvalidURL as exc:
-        raise bad(f"is not a valid URL ({exc})") from None
-    # Never keep user:password from a URL (it would show in messages).
-    return url.copy_with(username=None, password=None)
-
-
-_TAG = re.compile(r"<[^>]*>")
-_SCRIPT = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
-_SPACE = re.compile(r"\s+")
-
-
-def _shorten(text: str, limit: int = 200) -> str:
-    text = _SPACE.sub(" ", text).strip()
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
-
-
-def _summarise_text(text: str) -> str:
-    """A one-line summary of a non-JSON body: an HTML page's title (or text), else the text, shortened."""
-    if "<" in text and ">" in text:
-        title = _TITLE.search(text)
-        if title and title.group(1).strip():
-            return _shorten(html.unescape(title.group(1)))
-        return _shorten(html.unescape(_TAG.sub(" ", _SCRIPT.sub(" ", text))))
-    return _shorten(text)
-
-
-def _summarise(body: Any) -> str:
-    """A readable one-line summary of an error body (DRF errors as ``path: message``)."""
-    if body is None or body == "":
-        return ""
-    if isinstance(body, str):
-        return _summarise_text(body)
-    pairs = flatten_drf_errors(body)
-    if pairs:
-        return _shorten("; ".join(f"{p}: {m}" if p else m for p, m in pairs), 1000)
-    return _shorten(dumps_json(body))
-
-
-class _DeadlineExceeded(Exception):
-    """The whole response (headers and body) did not arrive within the request's deadline."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"the whole response took longer than {seconds:g} s")
-
-
-def _describe(exc: Exception, timeouts: httpx.Timeout, redact: Callable[[str], str]) -> str:
-    """What went wrong with the connection, in words (httpx's own text in parentheses when it has any).
-
-    ``redact`` hides the key in httpx's text before it is shortened (a cut key would show a fragment).
-    """
-    if isinstance(exc, _DeadlineExceeded):
-        return str(exc)
-    if isinstance(exc, httpx.ConnectTimeout):
-        what = f"connecting timed out after {timeouts.connect:g} s"
-    elif isinstance(exc, httpx.ConnectError):
-        what = "could not connect"
-    elif isinstance(exc, httpx.ReadTimeout):
-        what = f"no response within {timeouts.read:g} s (read timeout)"
-    elif isinstance(exc, httpx.WriteTimeout):
-        what = "sending the request timed out"
-    elif isinstance(exc, httpx.PoolTimeout):
-        what = "no free connection in time (pool timeout)"
-    elif isinstance(exc, httpx.RemoteProtocolError):
-        what = "the server dropped the connection"
-    elif isinstance(exc, httpx.ReadError):
-        what = "the connection failed while reading the response"
-    elif isinstance(exc, httpx.WriteError):
-        what = "the connection failed while sending the request"
-    elif isinstance(exc, _BadBody):
-        what = "the success response was not valid JSON"
-    else:
-        what = "the request failed"
-    detail = _shorten(redact(str(exc)), 160)
-    return f"{what} ({type(exc).__name__}: {detail})" if detail else f"{what} ({type(exc).__name__})"
-
-
-def _parse_body(response: httpx.Response) -> Any:
-    """An error response's body: parsed JSON when it is JSON, else its text."""
-    content = response.content
-    if not content:
-        return None
-    ctype = response.headers.get("content-type", "")
-    if "json" in ctype or content[:1] in (b"{", b"["):
-        try:
-            return loads_json(content)
-        except (ValueError, simplejson.JSONDecodeError):
-            pass
-    return response.text
-
-
-def _money(value: Any) -> Decimal | None:
-    """An amount as Campfire writes it (``"10.50"``), or None when it is missing or not an amount.
-
-    Never 0 for what cannot be read: a payment check that took an unreadable ``amount_paid`` for 0
-    could decide that a recorded payment was not, and record it twice.
-    """
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    return amount if amount.is_finite() else None
-
-
-def _payment_total(payment: Mapping[str, Any]) -> Decimal | None:
-    """The amount a payment body records, or None when one of its amounts is not an amount."""
-    total = Decimal(0)
-    for key in ("transactions", "credit_memos", "empty_transactions"):
-        for item in payment.get(key) or ():
-            if isinstance(item, Mapping):
-                amount = _money(item.get("amount"))
-                if amount is None:
-                    return None
-                total += amount
-    return total
-
-
-def _int_or(value: Any, default: int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return default
-    return number if number > 0 else default
-
-
-def _count(items: Any) -> int:
-    return len(items) if isinstance(items, list) else 0
-
-
-def _query_value(value: Any) -> Any:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_query_value(v) for v in value]
-    return value
 
 
 _P = ParamSpec("_P")

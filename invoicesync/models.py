@@ -218,10 +218,6 @@ class InvoiceBody(BaseModel):
 
 BODY_FIELDS: frozenset[str] = frozenset(InvoiceBody.model_fields)
 LINE_FIELDS: frozenset[str] = frozenset(InvoiceLine.model_fields)
-MONEY_FIELDS: frozenset[str] = frozenset({"exchange_rate", "exchange_rate_book", "discount"})
-LINE_MONEY_FIELDS: frozenset[str] = frozenset(
-    {"quantity", "rate", "amount", "tax", "discount", "discount_percentage", "discount_amount"}
-)
 
 # --- canonical wire form ---------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ Knows nothing about specs, plans or state.
 
 from __future__ import annotations
 
-from invoicesync.client._http import ENTITIES_PATH, INVOICES_PATH, LOOKUP_PAGE_SIZE, CampfireClient
+from invoicesync.client._http import ENTITIES_PATH, LOOKUP_PAGE_SIZE, CampfireClient
+from invoicesync.client._support import INVOICES_PATH
 from invoicesync.client.lookup import ClientStats, CreateResult, InvoiceLookup
 
 __all__ = [

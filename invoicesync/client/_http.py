@@ -49,13 +49,16 @@ import httpx
 
 from invoicesync import __version__
 from invoicesync.client._support import (
+    INVOICES_PATH,
     Reconcile,
     _BadBody,
     _base_url,
+    _check_listed,
     _count,
     _DeadlineExceeded,
     _describe,
     _duration,
+    _endless,
     _Failure,
     _id_problem,
     _int_or,
@@ -80,7 +83,6 @@ from invoicesync.models import dumps_json, is_voided, loads_json
 
 log = logging.getLogger("invoicesync.client")
 
-INVOICES_PATH = "/coa/api/v1/invoice/"
 ENTITIES_PATH = "/coa/api/entity"
 
 # Up to this many invoice numbers are checked one list call each; more, by listing their entities.
@@ -127,7 +129,7 @@ def _redacting(
         try:
             return await method(self, *args, **kwargs)
         except Exception as exc:  # not handled here: scrubbed of the key, then raised as it was
-            self._scrub(exc)
+            self._key.scrub(exc)
             raise
 
     return redacted
@@ -335,19 +337,19 @@ class CampfireClient:
             page = self._result(reply, "GET", INVOICES_PATH)
             pages += 1
             if isinstance(page, list):  # an unpaginated answer
-                self._check_listed(page, pages)
+                _check_listed(page, pages)
                 results.extend(page)
                 return results
             if not isinstance(page, Mapping) or not isinstance(page.get("results"), list):
                 raise ApiError(
                     f"GET {INVOICES_PATH} returned an unexpected body (no 'results' list): "
-                    f"{_summarise(self._redact_body(page))}",
+                    f"{_summarise(self._key.hide_in_body(page))}",
                     status=reply.response.status_code if reply.response else None,
                     method="GET",
                     path=INVOICES_PATH,
                     body=page,
                 )
-            self._check_listed(page["results"], pages)
+            _check_listed(page["results"], pages)
             results.extend(page["results"])
             next_link = page.get("next")
             if not next_link:
@@ -362,11 +364,11 @@ class CampfireClient:
                     said = f", though Campfire's count said {count} invoices ({expected} page{'s' if expected != 1 else ''} of {size})"
             empty_in_a_row = 0 if page["results"] else empty_in_a_row + 1
             if empty_in_a_row >= _MAX_EMPTY_PAGES:
-                raise self._endless("empty pages kept linking to a next page", pages, len(results), said)
+                raise _endless("empty pages kept linking to a next page", pages, len(results), said)
             if pages >= max_pages or len(results) >= self.max_listed:
                 why = said or (
                     f", the most this run reads in one listing ({self.max_pages} pages or {self.max_listed} invoices)")
-                raise self._endless("the 'next' link still leads on", pages, len(results), why)
+                raise _endless("the 'next' link still leads on", pages, len(results), why)
             if not isinstance(next_link, str):
                 raise ApiError(
                     f"GET {INVOICES_PATH}: the 'next' page link is {_kind(next_link)}, not a URL; stopped after "
@@ -385,27 +387,6 @@ class CampfireClient:
             seen.add(url)
             query = None
 
-    @staticmethod
-    def _check_listed(items: list[Any], page: int) -> None:
-        """Every listed invoice is an object with a positive integer id (look-ups match and record ids)."""
-        for i, item in enumerate(items):
-            problem = _id_problem(item) if isinstance(item, Mapping) else f"is {_kind(item)}, not an invoice object"
-            if problem:
-                raise ApiError(
-                    f"GET {INVOICES_PATH}: results[{i}] of page {page} {problem}; the listing cannot be used",
-                    method="GET",
-                    path=INVOICES_PATH,
-                )
-
-    @staticmethod
-    def _endless(what: str, pages: int, listed: int, why: str) -> ApiError:
-        return ApiError(
-            f"GET {INVOICES_PATH}: pagination does not end: {what} after {pages} pages and {listed} invoices{why}; "
-            "stopped (a proxy rewriting the links, or a fault at Campfire, can cause this).",
-            method="GET",
-            path=INVOICES_PATH,
-        )
-
     @_redacting
     async def entity_currencies(self) -> dict[int, str]:
         """Entity id -> its currency, from ``GET /coa/api/entity`` (a plain array, not paginated)."""
@@ -414,7 +395,7 @@ class CampfireClient:
         if isinstance(data, Mapping) and isinstance(data.get("results"), list):
             data = data["results"]  # tolerate a paginated answer
         if not isinstance(data, list):
-            raise ApiError(f"GET {ENTITIES_PATH} returned an unexpected body (not a list): {_summarise(self._redact_body(data))}",
+            raise ApiError(f"GET {ENTITIES_PATH} returned an unexpected body (not a list): {_summarise(self._key.hide_in_body(data))}",
                            method="GET", path=ENTITIES_PATH)
         out: dict[int, str] = {}
         for entity in data:
@@ -588,34 +569,6 @@ class CampfireClient:
     def _redact(self, text: str) -> str:
         return self._key.hide_in(text)
 
-    def _redact_body(self, body: Any) -> Any:
-        """A parsed body with the key hidden in every string, names of fields included."""
-        if isinstance(body, str):
-            return self._redact(body)
-        if isinstance(body, dict):
-            return {self._redact(k) if isinstance(k, str) else k: self._redact_body(v) for k, v in body.items()}
-        if isinstance(body, list):
-            return [self._redact_body(v) for v in body]
-        return body
-
-    def _scrub(self, exc: BaseException) -> None:
-        """Hide the key in an exception and in every exception chained to it (httpx's, h11's ...).
-
-        Their ``str`` and ``repr`` come from ``args``; an ``ApiError`` also carries the body it quotes.
-        """
-        todo = [exc]
-        seen: set[int] = set()
-        while todo and len(seen) < 100:
-            e = todo.pop()
-            if id(e) in seen:
-                continue
-            seen.add(id(e))
-            e.args = tuple(self._redact(a) if isinstance(a, str) else a for a in e.args)
-            if isinstance(e, ApiError):
-                e.body = self._redact_body(e.body)
-                e.field_errors = [(self._redact(p), self._redact(m)) for p, m in e.field_errors]
-            todo += [c for c in (e.__cause__, e.__context__) if c is not None]
-
     def _result(self, reply: _Reply, method: str, path: str, *, allow_empty: bool = False) -> Any:
         """The parsed body of a final reply, or the ``ApiError`` its status calls for."""
         response = reply.response
@@ -641,7 +594,7 @@ class CampfireClient:
         response = reply.response
         assert response is not None
         if not isinstance(data, dict):
-            problem = f"expected an invoice object, got: {_summarise(self._redact_body(data))}"
+            problem = f"expected an invoice object, got: {_summarise(self._key.hide_in_body(data))}"
         else:
             problem = _id_problem(data) or ""
             if not problem:
@@ -658,7 +611,7 @@ class CampfireClient:
         self, method: str, path: str, response: httpx.Response, attempts: int, note: str = ""
     ) -> ApiError:
         status = response.status_code
-        body = self._redact_body(_parse_body(response))
+        body = self._key.hide_in_body(_parse_body(response))
         summary = _summarise(body)
         message = f"{method} {path} failed: {status} {response.reason_phrase}"
         if summary:

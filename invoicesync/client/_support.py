@@ -19,10 +19,12 @@ from typing import Any
 import httpx
 import simplejson
 
-from invoicesync.errors import ConfigError, flatten_drf_errors
+from invoicesync.errors import ApiError, ConfigError, flatten_drf_errors
 from invoicesync.models import dumps_json, loads_json
 
 _MAX_URL = 2048
+
+INVOICES_PATH = "/coa/api/v1/invoice/"
 
 _MIN_REDACTED_KEY = 8
 _HIDDEN = "<hidden>"
@@ -46,6 +48,34 @@ class _Secret:
     def hide_in(self, text: str) -> str:
         """``text`` with the secret, as is or written with escapes, replaced by ``<hidden>``."""
         return self._pattern.sub(_HIDDEN, text) if self._pattern is not None else text
+
+    def hide_in_body(self, body: Any) -> Any:
+        """A parsed body with the key hidden in every string, names of fields included."""
+        if isinstance(body, str):
+            return self.hide_in(body)
+        if isinstance(body, dict):
+            return {self.hide_in(k) if isinstance(k, str) else k: self.hide_in_body(v) for k, v in body.items()}
+        if isinstance(body, list):
+            return [self.hide_in_body(v) for v in body]
+        return body
+
+    def scrub(self, exc: BaseException) -> None:
+        """Hide the key in an exception and in every exception chained to it (httpx's, h11's ...).
+
+        Their ``str`` and ``repr`` come from ``args``; an ``ApiError`` also carries the body it quotes.
+        """
+        todo = [exc]
+        seen: set[int] = set()
+        while todo and len(seen) < 100:
+            e = todo.pop()
+            if id(e) in seen:
+                continue
+            seen.add(id(e))
+            e.args = tuple(self.hide_in(a) if isinstance(a, str) else a for a in e.args)
+            if isinstance(e, ApiError):
+                e.body = self.hide_in_body(e.body)
+                e.field_errors = [(self.hide_in(p), self.hide_in(m)) for p, m in e.field_errors]
+            todo += [c for c in (e.__cause__, e.__context__) if c is not None]
 
     def __repr__(self) -> str:
         return _HIDDEN
@@ -402,3 +432,23 @@ def _query_value(value: Any) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_query_value(v) for v in value]
     return value
+
+
+def _check_listed(items: list[Any], page: int) -> None:
+    """Every listed invoice is an object with a positive integer id (look-ups match and record ids)."""
+    for i, item in enumerate(items):
+        problem = _id_problem(item) if isinstance(item, Mapping) else f"is {_kind(item)}, not an invoice object"
+        if problem:
+            raise ApiError(
+                f"GET {INVOICES_PATH}: results[{i}] of page {page} {problem}; the listing cannot be used",
+                method="GET",
+                path=INVOICES_PATH,
+            )
+
+def _endless(what: str, pages: int, listed: int, why: str) -> ApiError:
+    return ApiError(
+        f"GET {INVOICES_PATH}: pagination does not end: {what} after {pages} pages and {listed} invoices{why}; "
+        "stopped (a proxy rewriting the links, or a fault at Campfire, can cause this).",
+        method="GET",
+        path=INVOICES_PATH,
+    )

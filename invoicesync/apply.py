@@ -19,9 +19,18 @@ from typing import Any
 
 from invoicesync.client import CampfireClient, InvoiceLookup
 from invoicesync.errors import ApiConnectionError, ApiError, CreateUnsettled, InvoiceSyncError
-from invoicesync.models import DesiredInvoice, RemoteSnapshot, body_digest, project_remote, with_source
+from invoicesync.models import (
+    DesiredInvoice,
+    Locked,
+    OnRemove,
+    RemoteSnapshot,
+    body_digest,
+    project_remote,
+    with_source,
+)
 from invoicesync.plan import Action, ApplyResult, Change, Outcome, Plan
-from invoicesync.state import InvoiceRecord, Journal, LifecycleRecord, State, StateStore, fold_journal, timestamp
+from invoicesync.state import InvoiceRecord, State, fold_journal, timestamp
+from invoicesync.state.backend import Backend, JournalWriter
 from invoicesync.state.journal import Abandoned, Created, Intent, Removed, Replacing, Updated
 
 OutcomeCallback = Callable[[Outcome], None]
@@ -65,7 +74,7 @@ class _Run:
 
     plan: Plan
     client: CampfireClient
-    journal: Journal
+    journal: JournalWriter
     today: str
     on_outcome: OutcomeCallback | None
     stop: asyncio.Event
@@ -93,7 +102,7 @@ class _Run:
 async def execute_plan(
     plan: Plan,
     *,
-    store: StateStore,
+    store: Backend,
     state: State,
     client: CampfireClient,
     parallelism: int = 8,
@@ -165,7 +174,7 @@ async def execute_plan(
     return new_state, ApplyResult(outcomes, interrupted=run.stop.is_set(), elapsed_seconds=elapsed)
 
 
-def _fold_and_save(store: StateStore, state: State) -> State:
+def _fold_and_save(store: Backend, state: State) -> State:
     """Fold the run's journal into the state and save it, unless the run changed nothing (the serial stays)."""
     folded, pending = fold_journal(state, store.read_journal())
     saved = store.save(folded) if folded != state else state
@@ -183,15 +192,15 @@ async def _carry_out(run: _Run, change: Change, state: State) -> None:
         elif change.action is Action.UPDATE:
             await _update(run, change)
         elif change.action is Action.REPLACE:
-            how = str(change.lifecycle.get("on_remove") or "void")
+            how = change.lifecycle.on_remove
             if await _remove(run, change, how, report=False, replacing=True):
                 await _create(run, change, change.invoice_id)
         elif change.action is Action.VOID:
-            await _remove(run, change, "void")
+            await _remove(run, change, OnRemove.VOID)
         elif change.action is Action.DELETE:
-            await _remove(run, change, "delete")
+            await _remove(run, change, OnRemove.DELETE)
         elif change.action is Action.FORGET:
-            await _remove(run, change, "forget")
+            await _remove(run, change, OnRemove.FORGET)
     except ApiConnectionError as exc:
         note = {
             Action.CREATE: " The next run looks the invoice up before creating it again.",
@@ -210,7 +219,7 @@ async def _create(run: _Run, change: Change, replaces: int | None) -> None:
     lookup = InvoiceLookup.from_body(body, exclude_ids=(replaces,) if replaces is not None else ())
     key = idempotency_key(run.plan.lineage, run.plan.serial, change.address, change.digest)
     intent = Intent(address=change.address, digest=change.digest, idempotency_key=key, lookup=lookup.to_dict(),
-                    body=body, lifecycle=dict(change.lifecycle), replaces=replaces)
+                    body=body, lifecycle=change.lifecycle.model_dump(mode="json"), replaces=replaces)
 
     async def journal_send() -> None:
         # Every send is journalled first: recovery counts the settle window from the last one.
@@ -256,7 +265,7 @@ async def _create(run: _Run, change: Change, replaces: int | None) -> None:
     invoice_id = int(invoice["id"])
     run.taken_ids.add(invoice_id)
     run.record_later(Created(address=change.address, id=invoice_id, digest=change.digest, body=body,
-                             lifecycle=dict(change.lifecycle), remote=_snapshot(invoice), time=_now()))
+                             lifecycle=change.lifecycle.model_dump(mode="json"), remote=_snapshot(invoice), time=_now()))
     note = "found after a lost response" if found_by_lookup else None
     run.report(Outcome(change.address, change.action, ok=True, invoice_id=invoice_id, message=note))
 
@@ -287,7 +296,7 @@ async def _update(run: _Run, change: Change) -> None:
     if not change.patch:
         # Only the recorded lifecycle changed: nothing to send.
         await run.journal.append(Updated(address=change.address, id=change.invoice_id, digest=change.digest,
-                                         body=dict(change.body), lifecycle=dict(change.lifecycle), time=_now()))
+                                         body=dict(change.body), lifecycle=change.lifecycle.model_dump(mode="json"), time=_now()))
         run.report(Outcome(change.address, change.action, ok=True, invoice_id=change.invoice_id))
         return
     current = await run.client.get_invoice(change.invoice_id)
@@ -302,12 +311,12 @@ async def _update(run: _Run, change: Change) -> None:
         return
     invoice = await run.client.update_invoice(change.invoice_id, dict(change.patch))
     await run.journal.append(Updated(address=change.address, id=change.invoice_id, digest=change.digest,
-                                     body=dict(change.body), lifecycle=dict(change.lifecycle),
+                                     body=dict(change.body), lifecycle=change.lifecycle.model_dump(mode="json"),
                                      remote=_snapshot(invoice), time=_now()))
     run.report(Outcome(change.address, change.action, ok=True, invoice_id=change.invoice_id))
 
 
-async def _remove(run: _Run, change: Change, how: str, *, report: bool = True, replacing: bool = False) -> bool:
+async def _remove(run: _Run, change: Change, how: OnRemove, *, report: bool = True, replacing: bool = False) -> bool:
     """Void, delete or forget ``change.invoice_id``; False (and an outcome saying why) when it must not be.
 
     Campfire is read first: a void or delete is refused for an invoice paid or partly paid since the
@@ -315,20 +324,20 @@ async def _remove(run: _Run, change: Change, how: str, *, report: bool = True, r
     voided is not sent again.
     """
     invoice_id = change.invoice_id
-    if how in ("void", "delete") and invoice_id is not None:
+    if how is not OnRemove.FORGET and invoice_id is not None:
         current = await run.client.get_invoice(invoice_id)
         locked = RemoteSnapshot.from_response(current).locked_reason if current is not None else None
-        if locked in ("paid", "partly paid"):
-            done = {"void": "voided", "delete": "deleted"}[how]
+        if locked in (Locked.PAID, Locked.PARTLY_PAID):
+            done = "voided" if how is OnRemove.VOID else "deleted"
             run.report(Outcome(change.address, change.action, ok=False, skipped=True, invoice_id=invoice_id,
                                message=f"invoice {invoice_id} is {locked} in Campfire; it is not {done}"))
             return False
-        if current is not None and (how == "delete" or locked != "voided"):
+        if current is not None and (how is OnRemove.DELETE or locked is not Locked.VOIDED):
             if replacing:
                 # If the run dies between the void and its record, recovery asks Campfire which it was.
                 await run.journal.append(Replacing(address=change.address, id=invoice_id, how=how, time=_now()))
             try:
-                if how == "delete":
+                if how is OnRemove.DELETE:
                     await run.client.delete_invoice(invoice_id)
                 else:
                     await run.client.void_invoice(invoice_id, run.today)
@@ -436,7 +445,7 @@ def adopt(state: State, desired: DesiredInvoice, invoice: Mapping[str, Any]) -> 
         id=invoice_id,
         digest=body_digest(body),
         body=body,
-        lifecycle=LifecycleRecord(prevent_destroy=desired.lifecycle.prevent_destroy, on_remove=desired.lifecycle.on_remove),
+        lifecycle=desired.lifecycle,
         remote=RemoteSnapshot.from_response(invoice),
         created_at=now,
         updated_at=now,

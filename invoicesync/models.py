@@ -19,8 +19,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import Enum
-from typing import Annotated, Any, Literal
+from enum import Enum, StrEnum
+from typing import Annotated, Any
 
 import simplejson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -275,12 +275,29 @@ def body_digest(wire: Mapping[str, Any]) -> str:
 # --- what specs declare ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Lifecycle:
-    """Spec-only settings, never sent to the API."""
+class OnRemove(StrEnum):
+    """What removing an invoice's spec does to the invoice in Campfire."""
 
-    prevent_destroy: bool = False
-    on_remove: Literal["void", "delete", "forget"] = "void"
+    VOID = "void"  # void it (the default): a reversing entry, the invoice stays visible
+    DELETE = "delete"  # delete it for good (refused for paid invoices)
+    FORGET = "forget"  # leave it as it is; only the state lets go of it
+
+
+class Lifecycle(BaseModel):
+    """How the tool treats an invoice, never sent to the API: the spec's ``lifecycle`` and what the state recorded of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prevent_destroy: bool = False  # a plan that would void, delete or replace it fails instead
+    on_remove: OnRemove = OnRemove.VOID
+
+
+class Locked(StrEnum):
+    """Why Campfire will no longer let an invoice be changed."""
+
+    PAID = "paid"
+    PARTLY_PAID = "partly paid"
+    VOIDED = "voided"
 
 
 @dataclass(frozen=True)
@@ -334,12 +351,12 @@ class RemoteSnapshot(BaseModel):
         return cls.model_validate({k: invoice.get(k) for k in cls.model_fields})
 
     @property
-    def locked_reason(self) -> str | None:
+    def locked_reason(self) -> Locked | None:
         """Why Campfire's invoice may no longer be changed (paid, partly paid, voided), or None."""
         if is_voided(self.model_dump()):
-            return "voided"
+            return Locked.VOIDED
         status = (self.payment_status or self.status or "").lower()
-        return {"paid": "paid", "partial": "partly paid"}.get(status)
+        return {"paid": Locked.PAID, "partial": Locked.PARTLY_PAID}.get(status)
 
 
 def is_voided(invoice: Mapping[str, Any]) -> bool:

@@ -17,15 +17,16 @@ from typing import Any
 
 from invoicesync.client import CampfireClient, InvoiceLookup
 from invoicesync.errors import StateError
-from invoicesync.models import RemoteSnapshot
-from invoicesync.state import InvoiceRecord, LifecycleRecord, State, StateStore, fold_journal, timestamp
+from invoicesync.models import Lifecycle, Locked, RemoteSnapshot
+from invoicesync.state import InvoiceRecord, State, fold_journal, timestamp
+from invoicesync.state.backend import Backend
 from invoicesync.state.journal import Intent, Replacing
 
 __all__ = ["recover"]
 
 
 async def recover(
-    store: StateStore,
+    store: Backend,
     state: State,
     client: CampfireClient | None,
     *,
@@ -81,7 +82,7 @@ async def recover(
             id=int(invoice["id"]),
             digest=intent.digest,
             body=intent.body or {},
-            lifecycle=LifecycleRecord.model_validate(intent.lifecycle or {}),
+            lifecycle=Lifecycle.model_validate(intent.lifecycle or {}),
             remote=RemoteSnapshot.from_response(invoice),
             created_at=intent.time or now,
             updated_at=now,
@@ -104,7 +105,7 @@ async def _settle_replacements(client: CampfireClient, state: State, replacing: 
         if current is None or current.id != record.id:
             continue
         invoice = await client.get_invoice(record.id)
-        if invoice is None or RemoteSnapshot.from_response(invoice).locked_reason == "voided":
+        if invoice is None or RemoteSnapshot.from_response(invoice).locked_reason is Locked.VOIDED:
             del invoices[record.address]
             if record.id not in retired:
                 retired.append(record.id)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from invoicesync.errors import PlanError
-from invoicesync.models import Lifecycle, body_digest, dumps_json, loads_json
+from invoicesync.models import Lifecycle, OnRemove, body_digest, dumps_json, loads_json
 from invoicesync.plan import (
     Action,
     Change,
@@ -150,7 +150,7 @@ def test_lifecycle_change_is_a_state_only_update_so_apply_records_it() -> None:
     assert change.action is Action.UPDATE
     assert change.patch == {}
     assert change.field_changes == (FieldChange("lifecycle.prevent_destroy", True, False),)
-    assert change.lifecycle == {"prevent_destroy": False, "on_remove": "void"}
+    assert change.lifecycle == Lifecycle(prevent_destroy=False, on_remove=OnRemove.VOID)
 
 
 def test_changes_are_sorted_by_address() -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from invoicesync.errors import PlanError
-from invoicesync.models import DesiredInvoice, RemoteSnapshot, body_digest, with_source
+from invoicesync.models import DesiredInvoice, Locked, OnRemove, RemoteSnapshot, body_digest, with_source
 from invoicesync.money import CurrencyTotals, InvoiceMoney, ManagedMoney, MoneyKey, invoice_total, money_text
 from invoicesync.plan.diff import (
     Diff,
@@ -172,7 +172,7 @@ def make_plan(
             taken = _number_taken(change, existing_invoices, managed_ids, in_state=record is not None)
             if taken:
                 change = dataclasses.replace(change, blocked=taken)
-        if _destroys(change) and change.lifecycle.get("prevent_destroy"):
+        if _destroys(change) and change.lifecycle.prevent_destroy:
             protected.append(change)
         changes.append(change)
     if protected:
@@ -193,10 +193,6 @@ def make_plan(
 
 
 # --- one address -----------------------------------------------------------------------------------
-
-
-def _lifecycle_of(spec: DesiredInvoice) -> dict[str, Any]:
-    return {"prevent_destroy": spec.lifecycle.prevent_destroy, "on_remove": spec.lifecycle.on_remove}
 
 
 def _entity_of(body: Mapping[str, Any]) -> int | None:
@@ -322,7 +318,7 @@ def _number_taken(
     return f"{head}; adopt {'it' if len(ids) == 1 else 'one'} with: invoicesync import {address} {target}{choice}"
 
 
-def _locked_reason(live: Mapping[str, Any] | None) -> str | None:
+def _locked_reason(live: Mapping[str, Any] | None) -> Locked | None:
     if live is None:
         return None
     return RemoteSnapshot.from_response(live).locked_reason
@@ -345,7 +341,7 @@ def _create(
         action=Action.CREATE,
         body=body,
         digest=digest,
-        lifecycle=_lifecycle_of(spec),
+        lifecycle=spec.lifecycle,
         location=str(spec.location),
         amount=invoice_total(body),
         reason=reason,
@@ -356,26 +352,25 @@ def _create(
 def _removal(
     address: str, record: InvoiceRecord, refreshed_here: bool, live: Mapping[str, Any] | None, money: _Currencies
 ) -> Change:
-    lifecycle = {"prevent_destroy": record.lifecycle.prevent_destroy, "on_remove": record.lifecycle.on_remove}
     common: dict[str, Any] = {
         "address": address,
         "invoice_id": record.id,
         "before": record.body,
-        "lifecycle": lifecycle,
+        "lifecycle": record.lifecycle,
         "amount_before": invoice_total(record.body),
         **money.money(address, None, record),
     }
     if refreshed_here and live is None:
         return Change(action=Action.FORGET, reason=REASON_DELETED_OUTSIDE, **common)
     on_remove = record.lifecycle.on_remove
-    if on_remove == "forget":
+    if on_remove is OnRemove.FORGET:
         return Change(action=Action.FORGET, **common)
     locked = _locked_reason(live)
-    if on_remove == "void" and locked == "voided":
+    if on_remove is OnRemove.VOID and locked is Locked.VOIDED:
         return Change(action=Action.FORGET, reason=REASON_ALREADY_VOIDED, **common)
-    action = Action.VOID if on_remove == "void" else Action.DELETE
+    action = Action.VOID if on_remove is OnRemove.VOID else Action.DELETE
     blocked = None
-    if locked and locked != "voided":
+    if locked and locked is not Locked.VOIDED:
         verb = "voided" if action is Action.VOID else "deleted"
         blocked = (
             f"invoice {record.id} is {locked} in Campfire; it can no longer be {verb}"
@@ -397,7 +392,7 @@ def _replacement(
     if refreshed_here and live is None:
         return _create(spec, lineage, money, body=body, digest=digest, reason=REASON_DELETED_OUTSIDE)
     locked = _locked_reason(live)
-    if locked == "voided":
+    if locked is Locked.VOIDED:
         return _create(spec, lineage, money, body=body, digest=digest, reason=REASON_REPLACE_VOIDED)
     field_changes: list[FieldChange] = []
     if record.digest != digest:
@@ -406,8 +401,8 @@ def _replacement(
     field_changes += lifecycle_field_changes(record, spec)
     on_remove = spec.lifecycle.on_remove
     blocked = None
-    if locked and on_remove != "forget":
-        verb = "voided" if on_remove == "void" else "deleted"
+    if locked and on_remove is not OnRemove.FORGET:
+        verb = "voided" if on_remove is OnRemove.VOID else "deleted"
         blocked = f"invoice {record.id} is {locked} in Campfire; it can no longer be {verb}"
     return Change(
         address=spec.address,
@@ -417,7 +412,7 @@ def _replacement(
         digest=digest,
         before=record.body,
         field_changes=tuple(field_changes),
-        lifecycle=_lifecycle_of(spec),
+        lifecycle=spec.lifecycle,
         location=str(spec.location),
         **money.money(spec.address, body, record),
         amount=invoice_total(body),
@@ -464,7 +459,7 @@ def _existing(
     common: dict[str, Any] = {
         "address": spec.address,
         "invoice_id": record.id,
-        "lifecycle": _lifecycle_of(spec),
+        "lifecycle": spec.lifecycle,
         "location": str(spec.location),
         **money.money(spec.address, body, record),
     }
@@ -490,7 +485,7 @@ def _existing(
             return update(merged, drifted, f"invoice {record.id} is {locked} in Campfire; it can no longer be changed")
         if lifecycle_changes or spec_changed:
             return _state_only(common, body, exact_digest(), record, lifecycle_changes)
-        if locked == "voided":
+        if locked is Locked.VOIDED:
             note: str | None = "voided in Campfire"
         elif drift:
             note = f"{REASON_DRIFT}, but {locked} in Campfire: left as is"
@@ -555,7 +550,7 @@ def _destroys(change: Change) -> bool:
     """Whether carrying out the change voids or deletes an invoice in Campfire."""
     if change.action in (Action.VOID, Action.DELETE):
         return True
-    return change.action is Action.REPLACE and change.lifecycle.get("on_remove", "void") != "forget"
+    return change.action is Action.REPLACE and change.lifecycle.on_remove is not OnRemove.FORGET
 
 
 def _protected_message(changes: Sequence[Change]) -> str:
@@ -568,7 +563,7 @@ def _protected_message(changes: Sequence[Change]) -> str:
     for change in changes:
         if change.action is Action.REPLACE:
             replaced = True
-            what = f"replace (the old invoice would be {change.lifecycle.get('on_remove', 'void')}ed)"
+            what = f"replace (the old invoice would be {change.lifecycle.on_remove}ed)"
         else:
             removed = True
             what = f"{change.action.value}, its spec was removed"

@@ -12,6 +12,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+from invoicesync.models import Lifecycle, OnRemove
 from invoicesync.money import MONEY_CONTEXT, CurrencyTotals, ManagedMoney, MoneyKey
 
 REASON_DELETED_OUTSIDE = "deleted outside invoicesync"
@@ -60,7 +61,7 @@ class Change:
     before: Mapping[str, Any] | None = None  # the body last applied (from state)
     patch: Mapping[str, Any] | None = None  # UPDATE: the PATCH payload (changed fields; all of lines if any line changed)
     field_changes: tuple[FieldChange, ...] = ()
-    lifecycle: Mapping[str, Any] = field(default_factory=dict)  # {"prevent_destroy": bool, "on_remove": str}
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)  # the spec's, or for a removal the one recorded
     location: str | None = None  # where the spec declares it ("specs/acme.yaml:3")
     # the invoice's ISO currency; None when it is not known (no spec currency, and neither the entity's
     # nor Campfire's word for it was at hand): then the money is in "entity N's currency"
@@ -136,7 +137,7 @@ def plan_totals(plan: Plan) -> tuple[CurrencyTotals, ...]:
             add(update, old, -change.amount_before)
         elif change.action is Action.REPLACE:
             add(create, new, change.amount)
-            if change.lifecycle.get("on_remove", "void") != "forget":
+            if change.lifecycle.on_remove is not OnRemove.FORGET:
                 add(remove, old, change.amount_before)
             else:
                 seen.add(old)

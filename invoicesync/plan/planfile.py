@@ -14,12 +14,12 @@ import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from invoicesync.errors import PlanError, field_path
-from invoicesync.models import DesiredInvoice, body_digest, canonical_json, dumps_json, loads_json
+from invoicesync.models import DesiredInvoice, Lifecycle, body_digest, canonical_json, dumps_json, loads_json
 from invoicesync.money import ManagedMoney, canonical_decimal, invoice_total, money_text
 from invoicesync.plan.diff import normalised
 from invoicesync.plan.model import Action, Change, FieldChange, Plan, counts, plan_totals
@@ -172,7 +172,7 @@ def _change_to_dict(change: Change) -> dict[str, Any]:
         "field_changes": [
             {"path": f.path, "before": f.before, "after": f.after, "drift": f.drift} for f in change.field_changes
         ],
-        "lifecycle": dict(change.lifecycle),
+        "lifecycle": change.lifecycle.model_dump(mode="json"),
         "digest": change.digest,
         "body": None if change.body is None else dict(change.body),
         "before": None if change.before is None else dict(change.before),
@@ -187,13 +187,6 @@ class _FieldChangeDoc(BaseModel):
     before: Any = None
     after: Any = None
     drift: bool = False
-
-
-class _LifecycleDoc(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    prevent_destroy: bool = False
-    on_remove: Literal["void", "delete", "forget"] = "void"
 
 
 class _ChangeDoc(BaseModel):
@@ -212,7 +205,7 @@ class _ChangeDoc(BaseModel):
     amount: Decimal = Decimal(0)
     amount_before: Decimal = Decimal(0)
     field_changes: list[_FieldChangeDoc] = []
-    lifecycle: _LifecycleDoc | None = None
+    lifecycle: Lifecycle | None = None
     digest: str | None = None
     body: dict[str, Any] | None = None
     before: dict[str, Any] | None = None
@@ -338,7 +331,6 @@ def _inconsistency(change: Change) -> str | None:
 
 
 def _change_from_doc(doc: _ChangeDoc) -> Change:
-    lifecycle = doc.lifecycle.model_dump(exclude_unset=True) if doc.lifecycle is not None else {}
     return Change(
         address=doc.address,
         action=doc.action,
@@ -348,7 +340,7 @@ def _change_from_doc(doc: _ChangeDoc) -> Change:
         before=doc.before,
         patch=doc.patch,
         field_changes=tuple(FieldChange(f.path, f.before, f.after, f.drift) for f in doc.field_changes),
-        lifecycle=lifecycle,
+        lifecycle=doc.lifecycle or Lifecycle(),
         location=doc.location,
         currency=doc.currency,
         currency_before=doc.currency_before,

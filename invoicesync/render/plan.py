@@ -253,7 +253,7 @@ class _Row:
                 inline = fields.pop()
                 detail.append_text(_field_text(inline))
         elif action is Action.REPLACE:
-            verb = str(change.lifecycle.get("on_remove", "void"))
+            verb = str(change.lifecycle.on_remove)
             detail.append(f"{verb}, then create anew{_GAP}")
             same = change.amount == change.amount_before and not _moves_currency(change)
             detail.append(_money(change.amount, change.money_key) if same else _money_move(change))
@@ -526,7 +526,7 @@ def _markdown_row(change: Change) -> str:
         if dates:
             details.append(_md(dates))
     elif action is Action.REPLACE:
-        details.append(_md(f"{change.lifecycle.get('on_remove', 'void')}, then create anew"))
+        details.append(_md(f"{change.lifecycle.on_remove}, then create anew"))
     elif action is Action.FORGET and change.reason is None:
         details.append("stays in Campfire")
     reason = _reason_of(change)

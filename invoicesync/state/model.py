@@ -11,11 +11,11 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from invoicesync.models import RemoteSnapshot
+from invoicesync.models import Lifecycle, Locked, RemoteSnapshot
 from invoicesync.money import (
     MONEY_CONTEXT,
     InvoiceMoney,
@@ -28,13 +28,8 @@ from invoicesync.money import (
 FORMAT_VERSION = 1
 
 
-class LifecycleRecord(BaseModel):
-    """The spec's lifecycle as last applied (kept so that a removed spec is still handled per its lifecycle)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prevent_destroy: bool = False
-    on_remove: Literal["void", "delete", "forget"] = "void"
+#: The spec's lifecycle as last applied (kept so that a removed spec is still handled per its lifecycle).
+LifecycleRecord = Lifecycle
 
 
 class InvoiceRecord(BaseModel):
@@ -45,7 +40,7 @@ class InvoiceRecord(BaseModel):
     id: int
     digest: str  # body_digest(body)
     body: dict[str, Any]  # the wire body last applied (money as Decimal, loaded with loads_json)
-    lifecycle: LifecycleRecord = Field(default_factory=LifecycleRecord)
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle)
     remote: RemoteSnapshot | None = None
     created_at: str  # ISO 8601 with offset, e.g. 2025-07-25T18:54:43+00:00
     updated_at: str
@@ -129,7 +124,7 @@ def invoice_money(record: InvoiceRecord, live: Mapping[str, Any] | None = None) 
     invoiced = Decimal(snap.total_amount) if snap.total_amount is not None else invoice_total(record.body)
     paid = Decimal(snap.amount_paid) if snap.amount_paid is not None else Decimal(0)
     due = Decimal(snap.amount_due) if snap.amount_due is not None else MONEY_CONTEXT.subtract(invoiced, paid)
-    if snap.locked_reason == "voided":
+    if snap.locked_reason is Locked.VOIDED:
         status = "voided"
     else:
         status = snap.payment_status or snap.status or ("open" if known else "unknown")

@@ -4,42 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
-import pytest
 
 from invoicesync.models import dumps_json, loads_json
 from invoicesync.sandbox import DEFAULT_TOKEN, Sandbox
 from invoicesync.sandbox.store import LINE_RESPONSE_KEYS, RESPONSE_KEYS
-from tests.sandbox_helpers import API, AUTH, Api, data, invoice_body, seed_request, seed_response, served
+from tests.sandbox_helpers import API, AUTH, Api, data, invoice_body, seed_request, seed_response
 
 TIME_KEYS = {"created_at", "last_modified_at"}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[Sandbox, str, Api]]:
-    sandbox = Sandbox()
-    with served(sandbox) as (url, api):
-        yield sandbox, url, api
-
-
-@pytest.fixture
-def sb(server: tuple[Sandbox, str, Api]) -> Sandbox:
-    server[0].reset()
-    return server[0]
-
-
-@pytest.fixture
-def api(server: tuple[Sandbox, str, Api], sb: Sandbox) -> Api:
-    return server[2]
-
-
-@pytest.fixture
-def url(server: tuple[Sandbox, str, Api]) -> str:
-    return server[1]
 
 
 def errors_of(api: Api, body: Any, method: str = "POST", path: str = API) -> Any:

@@ -9,39 +9,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from invoicesync.models import dumps_json
 from invoicesync.sandbox import FaultSettings, Sandbox
-from tests.sandbox_helpers import API, AUTH, Api, data, invoice_body, served
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[Sandbox, str, Api]]:
-    sandbox = Sandbox()
-    with served(sandbox) as (url, api):
-        yield sandbox, url, api
-
-
-@pytest.fixture
-def sb(server: tuple[Sandbox, str, Api]) -> Iterator[Sandbox]:
-    server[0].reset()
-    server[0].set_faults(FaultSettings())
-    yield server[0]
-    server[0].set_faults(FaultSettings())
-
-
-@pytest.fixture
-def api(server: tuple[Sandbox, str, Api], sb: Sandbox) -> Api:
-    return server[2]
-
-
-@pytest.fixture
-def url(server: tuple[Sandbox, str, Api], sb: Sandbox) -> str:
-    return server[1]
+from tests.sandbox_helpers import API, AUTH, Api, data, invoice_body
 
 
 def test_latency_delays_campfire_requests_but_not_the_control_api(api: Api, sb: Sandbox) -> None:

@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 
 from invoicesync.sandbox import Sandbox
 from invoicesync.sandbox.listing import MAX_LIMIT, ListQuery, parse_query
-from tests.sandbox_helpers import API, Api, data, invoice_body, served
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[Sandbox, str, Api]]:
-    sandbox = Sandbox()
-    with served(sandbox) as (url, api):
-        yield sandbox, url, api
-
-
-@pytest.fixture
-def api(server: tuple[Sandbox, str, Api]) -> Api:
-    server[0].reset()
-    return server[2]
+from tests.sandbox_helpers import API, Api, data, invoice_body
 
 
 def listed(api: Api, query: str = "") -> list[Any]:

@@ -37,6 +37,7 @@ def _specs(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_every_invoice_exists_exactly_once_after_faults_and_kills(seed: int, workspace: Workspace, sandbox_server: SandboxServer) -> None:
     rng = random.Random(seed)

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from invoicesync.client import CampfireClient, InvoiceLookup
-from invoicesync.errors import ApiConnectionError, ApiError, CreateUnsettled, InvoiceSyncError
+from invoicesync.errors import (
+    ApiConnectionError,
+    ApiError,
+    CreateUnsettled,
+    NotFoundError,
+    StateError,
+    UsageError,
+)
 from invoicesync.models import (
     DesiredInvoice,
     Locked,
@@ -400,7 +407,7 @@ async def find_for_import(
     if invoice_id is not None:
         invoice = await client.get_invoice(invoice_id)
         if invoice is None:
-            raise InvoiceSyncError(f"Campfire has no invoice with id {invoice_id}.")
+            raise NotFoundError(f"Campfire has no invoice with id {invoice_id}.")
         return invoice
     assert invoice_number is not None
     matches = [
@@ -409,10 +416,10 @@ async def find_for_import(
         if inv.get("invoice_number") == invoice_number and not inv.get("is_deleted")
     ]
     if not matches:
-        raise InvoiceSyncError(f'Campfire has no invoice numbered "{invoice_number}".')
+        raise NotFoundError(f'Campfire has no invoice numbered "{invoice_number}".')
     if len(matches) > 1:
         ids = ", ".join(str(m["id"]) for m in matches)
-        raise InvoiceSyncError(
+        raise UsageError(
             f'{len(matches)} invoices are numbered "{invoice_number}" (ids {ids}); import one by id: '
             f"invoicesync import {desired.address} ID"
         )
@@ -429,9 +436,9 @@ def adopt(state: State, desired: DesiredInvoice, invoice: Mapping[str, Any]) -> 
     invoice_id = int(invoice["id"])
     for address, record in state.invoices.items():
         if record.id == invoice_id and address != desired.address:
-            raise InvoiceSyncError(f'invoice {invoice_id} is already managed as "{address}"; use `invoicesync state mv` to rename it.')
+            raise StateError(f'invoice {invoice_id} is already managed as "{address}"; use `invoicesync state mv` to rename it.')
     if desired.address in state.invoices:
-        raise InvoiceSyncError(
+        raise StateError(
             f'"{desired.address}" already manages invoice {state.invoices[desired.address].id}; '
             f"run `invoicesync state rm {desired.address}` first to adopt another."
         )

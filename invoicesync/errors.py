@@ -8,6 +8,8 @@
     +-- StateError              unreadable, corrupt or too-new state file, journal problems
     |   +-- LockError           the state lock is held by another run
     +-- PlanError               a plan that must not be carried out (prevent_destroy, stale saved plan)
+    +-- NotFoundError           an address, or an invoice in Campfire, that a command names does not exist
+    +-- Cancelled               the user answered no at the prompt
     +-- ApiError                Campfire answered with an error status (carries status and body)
     |   +-- ApiConnectionError  no usable answer: connect/read timeout, reset, dropped connection
     |       +-- CreateUnsettled a create whose answer was lost, not found yet: wait out the settle window
@@ -115,6 +117,14 @@ class PlanError(InvoiceSyncError):
     """The plan must not be carried out as it stands."""
 
 
+class NotFoundError(InvoiceSyncError):
+    """Something a command names does not exist: an address in the specs or the state, an invoice in Campfire."""
+
+
+class Cancelled(InvoiceSyncError):
+    """The user answered no: nothing was changed."""
+
+
 class ApiError(InvoiceSyncError):
     """Campfire answered a request with an error status.
 
@@ -196,7 +206,14 @@ def field_path(parts: Iterable[str | int]) -> str:
     return text
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'terms'?)`` for the closest choice, or ``""``."""
+def did_you_mean(word: str, choices: Iterable[str], *, several: bool = False) -> str:
+    """The one did-you-mean hint: `` (did you mean 'terms'?)`` for the closest choice, or ``""``.
+
+    ``several``: up to three, as a sentence of their own (`` Did you mean sig-1, sig-10?``), for
+    addresses, where more than one is often meant.
+    """
+    if several:
+        close = difflib.get_close_matches(word, list(choices), n=3)
+        return f" Did you mean {', '.join(close)}?" if close else ""
     match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""

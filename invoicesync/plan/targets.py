@@ -5,12 +5,11 @@ Pure.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import translate
 
-from invoicesync.errors import PlanError
+from invoicesync.errors import PlanError, did_you_mean
 from invoicesync.models import DesiredInvoice
 from invoicesync.state import InvoiceRecord
 
@@ -45,7 +44,7 @@ def select_targets(universe: Iterable[str], targets: Sequence[str]) -> set[str]:
     if unmatched:
         raise PlanError(
             "\n".join(
-                f"--target {p} matches no address in the specs or the state.{_did_you_mean(p, addresses)}"
+                f"--target {p} matches no address in the specs or the state.{did_you_mean(p, addresses, several=True)}"
                 for p in unmatched
             )
         )
@@ -75,12 +74,10 @@ def select_replacements(
             why = "only addresses outside the --target addresses"
         else:
             why = "no invoice in the specs or the state"
-        problems.append(f"--replace {pattern} matches {why}.{_did_you_mean(pattern, candidates)}")
+        problems.append(f"--replace {pattern} matches {why}.{did_you_mean(pattern, candidates, several=True)}")
     if problems:
         raise PlanError("\n".join(problems))
     return chosen
 
 
-def _did_you_mean(pattern: str, addresses: Sequence[str]) -> str:
-    close = difflib.get_close_matches(pattern, addresses, n=3)
-    return f" Did you mean {', '.join(close)}?" if close else ""
+

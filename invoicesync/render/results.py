@@ -5,14 +5,13 @@ Decides nothing: every decision is already in the ``ApplyResult`` or ``State``. 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
-from invoicesync.errors import UsageError
+from invoicesync.errors import NotFoundError, UsageError, did_you_mean
 from invoicesync.models import dumps_json
 from invoicesync.plan import (
     Action,
@@ -182,10 +181,9 @@ def render_show(
     if address is not None:
         record = state.invoices.get(address)
         if record is None:
-            close = difflib.get_close_matches(address, list(state.invoices), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise UsageError(
-                f"The state of environment {state.environment!r} holds no invoice at address {address!r}.{hint}"
+            raise NotFoundError(
+                f"The state of environment {state.environment!r} holds no invoice at address {address!r}."
+                + did_you_mean(address, state.invoices, several=True)
             )
         return _show_one(state, address, record, fmt, color)
     if fmt == "json":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shlex
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -155,26 +154,10 @@ def plan_cmd(ctx: click.Context, /, refresh_: bool, parallelism: int, targets: t
         written = settings.root / out
         save_plan(plan, written)
         if fmt == "text":
-            views.echo(f"\nSaved the plan to {written}. Apply exactly this plan with: {_apply_command(ctx, opts, out)}")
+            views.echo(f"\nSaved the plan to {written}. Apply exactly this plan with: {views.apply_command(opts.directory, opts.env, opts.var, opts.var_file, out)}")
     if detailed_exitcode and has_changes(plan):
         return 2
     return 0
-
-
-def _apply_command(ctx: click.Context, opts: Options, planfile: Path) -> str:
-    """The command that applies a saved plan: the same workspace, environment and variables."""
-    words = ["invoicesync"]
-    if opts.directory is not None:
-        words += ["-C", str(opts.directory)]
-    words.append("apply")
-    if opts.env:
-        words += ["-e", opts.env]
-    for var in opts.var:
-        words += ["--var", var]
-    for var_file in opts.var_file:
-        words += ["--var-file", str(var_file)]
-    words.append(str(planfile))
-    return shlex.join(words)
 
 
 @cli.command("apply")
@@ -224,7 +207,7 @@ def apply_cmd(ctx: click.Context, /, planfile: Path | None, refresh_: bool, para
 def show(ctx: click.Context, /, address: str | None, **kw: Any) -> int:
     """What the state holds, with money per currency (invoiced, paid, due)."""
     opts = _options(ctx, **kw)
-    state = operations.read_state(operations.store_for(opts.settings()), views.hooks())
+    state = operations.read_state(opts.settings(), views.hooks())
     views.echo(render_show(state, address, "json" if opts.json else "text", color=opts.color))
     return 0
 
@@ -274,7 +257,7 @@ def import_cmd(ctx: click.Context, /, address: str, invoice_id: int | None, invo
 
 @cli.group("state")
 def state_group() -> None:
-    """State surgery: list, show, forget (rm) or rename (mv) without touching Campfire."""
+    """State surgery (list, show, rm, mv) without touching Campfire; the state as JSON (pull, push); its history."""
 
 
 @state_group.command("list")
@@ -283,7 +266,7 @@ def state_group() -> None:
 def state_list(ctx: click.Context, /, **kw: Any) -> int:
     """Every address the state manages, with its invoice id."""
     opts = _options(ctx.find_root(), **kw)
-    state = operations.read_state(operations.store_for(opts.settings()), views.hooks())
+    state = operations.read_state(opts.settings(), views.hooks())
     if opts.json:
         views.echo(dumps_json({a: r.id for a, r in sorted(state.invoices.items())}, pretty=True))
     else:
@@ -299,7 +282,7 @@ def state_list(ctx: click.Context, /, **kw: Any) -> int:
 def state_show(ctx: click.Context, /, address: str, **kw: Any) -> int:
     """One state record in full."""
     opts = _options(ctx.find_root(), **kw)
-    state = operations.read_state(operations.store_for(opts.settings()), views.hooks())
+    state = operations.read_state(opts.settings(), views.hooks())
     if address not in state.invoices:
         raise InvoiceSyncError(f'the state has no "{address}" (see `invoicesync state list`).')
     views.echo(dumps_json(state.invoices[address].model_dump(), pretty=True))
@@ -334,13 +317,61 @@ def state_mv(ctx: click.Context, /, old: str, new: str, lock_timeout: float, **k
     return 0
 
 
+@state_group.command("pull")
+@common_options
+@click.pass_context
+def state_pull(ctx: click.Context, /, **kw: Any) -> int:
+    """Print the saved state as JSON (exit 1 when there is none yet)."""
+    opts = _options(ctx.find_root(), **kw)
+    views.echo(dumps_json(operations.state_pull(opts.settings(), views.hooks()).model_dump(), pretty=True))
+    return 0
+
+
+@state_group.command("push")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace a state of another lineage or a serial that is not lower.")
+@common_options
+@LOCK_TIMEOUT_OPTION
+@click.pass_context
+def state_push(ctx: click.Context, /, file: Path, force: bool, lock_timeout: float, **kw: Any) -> int:
+    """Store a state file as the latest state, keeping its lineage and serial (from files to PostgreSQL, say)."""
+    opts = _options(ctx.find_root(), **kw)
+    settings = opts.settings()
+    pushed = operations.state_push(settings, settings.root / file, views.hooks(), force=force,
+                                   lock_timeout=_lock_timeout(lock_timeout))
+    views.echo(f"Pushed serial {pushed.serial} (lineage {pushed.lineage}, {len(pushed.invoices)} invoices) to "
+               f"{operations.describe_backend(settings)}.")
+    return 0
+
+
+@state_group.command("history")
+@common_options
+@click.pass_context
+def state_history(ctx: click.Context, /, **kw: Any) -> int:
+    """Every serial saved (PostgreSQL): time, command, who, counts."""
+    opts = _options(ctx.find_root(), **kw)
+    versions = operations.state_history(opts.settings())
+    views.echo(dumps_json([v.to_dict() for v in versions], pretty=True) if opts.json else views.history(versions))
+    return 0
+
+
+@cli.command("environments")
+@click.option("--json", "json_", is_flag=True, help="Machine-readable output on stdout.")
+@click.pass_context
+def environments_cmd(ctx: click.Context, /, json_: bool) -> int:
+    """The environments the config defines: endpoint, backend, state serial."""
+    summaries = operations.environments(ctx.obj.get("directory"))
+    views.echo(dumps_json([dataclasses.asdict(s) for s in summaries], pretty=True) if json_ else views.environments(summaries))
+    return 0
+
+
 @cli.command("force-unlock")
 @click.option("-e", "--env", "env", metavar="NAME")
 @click.pass_context
 def force_unlock(ctx: click.Context, /, env: str | None) -> int:
-    """Remove a stale lock (only needed where the OS lock cannot work, e.g. a network file system)."""
-    holder = operations.force_unlock(load_settings(ctx.obj.get("directory"), environment=env))
-    views.echo(f"Removed the lock held by {holder}." if holder else "There was no lock.")
+    """Break a stale lock; on PostgreSQL, end the session holding it, after saying whose it is."""
+    unlocked = operations.force_unlock(load_settings(ctx.obj.get("directory"), environment=env), views.hooks())
+    views.echo(views.unlocked(unlocked))
     return 0
 
 

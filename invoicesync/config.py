@@ -3,15 +3,21 @@
 Owns: finding the workspace root (``-C DIR``, else the current folder or the nearest parent holding a
 config), reading ``invoicesync.toml`` (keys at the top level) or ``[tool.invoicesync]`` in
 ``pyproject.toml``, checking every key, choosing the environment, and applying the overrides of the
-process environment (``INVOICESYNC_ENV``, ``CAMPFIRE_BASE_URL``, and the variable named by
-``api_key_env``). The result is a frozen :class:`Settings`.
+process environment (``INVOICESYNC_ENV``, ``CAMPFIRE_BASE_URL``, and the variables named by
+``api_key_env`` and the backend's ``dsn_env``). The result is a frozen :class:`Settings`.
+
+Where each environment's state is kept is its :class:`BackendConfig`: the top-level ``[backend]``
+table, with ``[environments.NAME.backend]`` overriding it key by key (DESIGN.md, "Team state on
+PostgreSQL").
 
 Never uses the network and never prints. Every problem is a :class:`~invoicesync.errors.ConfigError`
-naming the file and key; the API key never appears in a message or a ``repr``.
+naming the file and key; neither the API key nor the database connection string ever appears in a
+message or a ``repr``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -34,8 +40,13 @@ DEFAULT_ENVIRONMENT = "default"
 ENV_ENVIRONMENT = "INVOICESYNC_ENV"
 ENV_BASE_URL = "CAMPFIRE_BASE_URL"
 
-_TOP_KEYS = ("specs", "state", "default_environment", "environments")
-_ENV_KEYS = ("endpoint", "base_url", "api_key_env", "timeout", "settle", "vars", "var_files")
+_TOP_KEYS = ("specs", "state", "default_environment", "environments", "backend")
+_ENV_KEYS = ("endpoint", "base_url", "api_key_env", "timeout", "settle", "vars", "var_files", "backend")
+_BACKEND_KEYS = ("type", "dsn_env", "schema")
+_BACKEND_TYPES = ("local", "postgres")
+DEFAULT_DSN_ENV = "INVOICESYNC_PG_DSN"
+DEFAULT_SCHEMA = "invoicesync"
+_SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_SETTLE = 120.0
 _ENDPOINTS = ("sandbox", "http")
@@ -43,10 +54,25 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Endpoint = Literal["sandbox", "http"]
+BackendType = Literal["local", "postgres"]
 
 
 def _empty_vars() -> Mapping[str, Any]:
     return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Where an environment's state, journal and lock are kept.
+
+    ``local``: the files under the workspace's state folder. ``postgres``: tables in ``schema`` of
+    the database whose connection string is in the variable named ``dsn_env`` (the string itself is
+    never in a file: it holds a password).
+    """
+
+    type: BackendType = "local"
+    dsn_env: str = DEFAULT_DSN_ENV
+    schema: str = DEFAULT_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -68,6 +94,7 @@ class Environment:
     # Seconds after a create was sent during which it may still land at Campfire (behind a gateway
     # that gave up on it); None when the config does not say (see ``settle_window``).
     settle: float | None = None
+    backend: BackendConfig = field(default_factory=BackendConfig)
 
     @property
     def settle_window(self) -> float:
@@ -92,6 +119,9 @@ class Settings:
     api_key: str | None = field(default=None, repr=False)
     config_file: Path | None = None
     environment_names: tuple[str, ...] = ()
+    # The PostgreSQL connection string, from the variable the backend's dsn_env names (None when
+    # unset or when the backend is local); it holds a password, so it is never shown.
+    dsn: str | None = field(default=None, repr=False)
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the workspace root, in ``/`` form, for messages (as given when outside it)."""
@@ -123,6 +153,7 @@ def load_settings(
     where = config_file.name if config_file is not None else "configuration"
 
     _check_keys(table, _TOP_KEYS, where, prefix)
+    backend = _backend(table.get("backend"), BackendConfig(), where, _key(prefix, "backend"))
     specs_dir = workspace / _path_value(table, "specs", "specs", where, prefix)
     state_dir = workspace / _path_value(table, "state", "state", where, prefix)
 
@@ -156,9 +187,9 @@ def load_settings(
         chosen = names[0] if names else DEFAULT_ENVIRONMENT
 
     if chosen in envs_raw:
-        env = _environment(chosen, envs_raw[chosen], workspace, where, _key(prefix, f"environments.{chosen}"))
+        env = _environment(chosen, envs_raw[chosen], workspace, where, _key(prefix, f"environments.{chosen}"), backend)
     elif not names and chosen == DEFAULT_ENVIRONMENT:
-        env = Environment(name=DEFAULT_ENVIRONMENT, endpoint="http")
+        env = Environment(name=DEFAULT_ENVIRONMENT, endpoint="http", backend=backend)
     else:
         source = "-e" if environment else ENV_ENVIRONMENT
         raise ConfigError(f"environment {chosen!r} (from {source}) is not defined in {where}; {_defined(names)}")
@@ -166,16 +197,7 @@ def load_settings(
     override_url = (env_vars.get(ENV_BASE_URL) or "").strip()
     if override_url:
         # CAMPFIRE_BASE_URL points any environment, the sandbox one included, at an HTTP server.
-        env = Environment(
-            name=env.name,
-            endpoint="http",
-            base_url=_check_url(override_url, ENV_BASE_URL),
-            api_key_env=env.api_key_env,
-            vars=env.vars,
-            var_files=env.var_files,
-            timeout=env.timeout,
-            settle=env.settle,
-        )
+        env = dataclasses.replace(env, endpoint="http", base_url=_check_url(override_url, ENV_BASE_URL))
 
     return Settings(
         root=workspace,
@@ -185,7 +207,22 @@ def load_settings(
         api_key=_api_key(env_vars, env.api_key_env),
         config_file=config_file,
         environment_names=names,
+        dsn=_dsn(env_vars, env.backend),
     )
+
+
+def load_all_settings(root: Path | None = None, *, environ: Mapping[str, str] | None = None) -> tuple[Settings, ...]:
+    """The settings of every environment the config defines, in config order (the default one when none is).
+
+    Raises :class:`ConfigError` as :func:`load_settings` does, for the first environment that has a problem.
+    """
+    workspace = _find_root(root)
+    _file, table, _prefix = _read_config(workspace)
+    envs = table.get("environments")
+    names = tuple(envs) if isinstance(envs, dict) else ()
+    if not names:
+        return (load_settings(workspace, environ=environ),)
+    return tuple(load_settings(workspace, environment=name, environ=environ) for name in names)
 
 
 # --- finding and reading the config -----------------------------------------------------------------
@@ -362,7 +399,7 @@ def _check_url(url: str, what: str) -> str:
     return f"{scheme.group(1).lower()}://{hostport}{slash}{path}".rstrip("/")
 
 
-def _environment(name: str, raw: Any, root: Path, where: str, prefix: str) -> Environment:
+def _environment(name: str, raw: Any, root: Path, where: str, prefix: str, backend: BackendConfig) -> Environment:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: {prefix} must be a table")
     _check_keys(raw, _ENV_KEYS, where, prefix)
@@ -422,7 +459,43 @@ def _environment(name: str, raw: Any, root: Path, where: str, prefix: str) -> En
         var_files=var_files,
         timeout=float(timeout),
         settle=None if settle is None else float(settle),
+        backend=_backend(raw.get("backend"), backend, where, f"{prefix}.backend"),
     )
+
+
+def _backend(raw: Any, base: BackendConfig, where: str, key: str) -> BackendConfig:
+    """``base`` with the keys of the ``raw`` backend table (absent: ``base`` as it is)."""
+    if raw is None:
+        return base
+    if not isinstance(raw, dict):
+        raise ConfigError(f'{where}: {key} must be a table (type = "local" or "postgres", dsn_env, schema)')
+    _check_keys(raw, _BACKEND_KEYS, where, key)
+    kind = raw.get("type", base.type)
+    if kind not in _BACKEND_TYPES:
+        hint = did_you_mean(kind, _BACKEND_TYPES) if isinstance(kind, str) else ""
+        raise ConfigError(
+            f"{where}: {key}.type must be one of {', '.join(map(repr, _BACKEND_TYPES))}, got {kind!r}{hint}"
+        )
+    dsn_env = raw.get("dsn_env", base.dsn_env)
+    if not isinstance(dsn_env, str) or not _VARIABLE_RE.match(dsn_env):
+        raise ConfigError(
+            f"{where}: {key}.dsn_env must be the name of an environment variable (like {DEFAULT_DSN_ENV}); "
+            "the connection string itself never goes in a file"
+        )
+    schema = raw.get("schema", base.schema)
+    if not isinstance(schema, str) or not _SCHEMA_RE.match(schema):
+        raise ConfigError(
+            f"{where}: {key}.schema must be a PostgreSQL schema name (letters, digits and '_', not starting "
+            f"with a digit, at most 63 characters), got {schema!r}"
+        )
+    return BackendConfig(type="postgres" if kind == "postgres" else "local", dsn_env=dsn_env, schema=schema)
+
+
+def _dsn(environ: Mapping[str, str], backend: BackendConfig) -> str | None:
+    """The connection string from the variable ``dsn_env`` names, for a PostgreSQL backend; never shown."""
+    if backend.type != "postgres":
+        return None
+    return (environ.get(backend.dsn_env) or "").strip() or None
 
 
 def _api_key(environ: Mapping[str, str], name: str) -> str | None:

@@ -1,4 +1,5 @@
-"""Each command's operation: plan, apply, refresh, import, state rm/mv, reading the state, force-unlock.
+"""Each command's operation: plan, apply, refresh, import, state rm/mv/pull/push/history, reading the state,
+force-unlock, the environments overview.
 
 Owns what a command does between parsing its flags and printing its result (Terraform's
 ``backend/local``): one ``session()`` that opens the environment's client, binds the state to the
@@ -6,6 +7,10 @@ endpoint it talks to and recovers any journal an interrupted run left; then the 
 which hands its decisions to ``plan``, ``apply`` and ``recovery``. It never parses arguments and
 never prints: what the user should see while it runs reaches them through ``Hooks``, which the CLI
 fills in.
+
+Every operation works on the environment's configured backend (``store_for``: the files under
+``state/``, or PostgreSQL), through the ``state.backend.Backend`` seam only, so that a command
+behaves the same on either; each store is closed when its operation ends.
 
 HTTP (``client``, ``apply``) is imported where an operation talks to Campfire, so that offline
 commands (validate, ``plan --refresh=false``) stay quick to start.
@@ -22,32 +27,42 @@ import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoicesync.config import Settings
+from invoicesync.config import Settings, load_all_settings, load_settings
 from invoicesync.errors import ApiConnectionError, ApiError, ConfigError, InvoiceSyncError, StateError
 from invoicesync.models import DesiredInvoice
 from invoicesync.plan import ApplyResult, Outcome, Plan, check_saved_plan, has_changes, make_plan, matching
 from invoicesync.specs import SpecSet
 from invoicesync.state import State, StateStore, fold_journal, new_state
+from invoicesync.state.backend import Backend, closing, read_state_file
+from invoicesync.state.lock import LockInfo
 
 if TYPE_CHECKING:
     from invoicesync.client import CampfireClient
+    from invoicesync.state.postgres import StateVersion
 
 __all__ = [
     "SANDBOX_BASE_URL",
+    "EnvironmentSummary",
     "Hooks",
     "Progress",
     "RefreshResult",
+    "Unlocked",
     "apply",
     "endpoint_of",
+    "environments",
     "force_unlock",
     "import_invoice",
     "plan",
     "read_state",
     "refresh",
     "session",
+    "state_history",
     "state_mv",
+    "state_pull",
+    "state_push",
     "state_rm",
     "store_for",
 ]
@@ -100,9 +115,41 @@ class Hooks:
 # --- the session: client, endpoint binding, recovery ------------------------------------------------
 
 
-def store_for(settings: Settings, *, repairing: bool = False) -> StateStore:
-    """The state store of the environment; ``repairing`` lets state surgery load a state that needs it."""
-    return StateStore(settings.state_dir, settings.environment.name, allow_duplicate_ids=repairing)
+def store_for(settings: Settings, *, repairing: bool = False) -> Backend:
+    """Where the environment's state is kept, as configured: the files under ``state/``, or PostgreSQL.
+
+    ``repairing`` lets state surgery load a state that needs it. A PostgreSQL backend whose
+    connection-string variable is unset is a ``ConfigError`` naming it. Close the store when done
+    (``state.backend.closing``).
+    """
+    env = settings.environment
+    backend = env.backend
+    if backend.type == "local":
+        return StateStore(settings.state_dir, env.name, allow_duplicate_ids=repairing)
+    if not settings.dsn:
+        where = settings.config_file.name if settings.config_file is not None else "the configuration"
+        raise ConfigError(
+            f"{backend.dsn_env} is not set: the state of environment \"{env.name}\" is kept in PostgreSQL "
+            f"(backend type \"postgres\" in {where}), and its connection string "
+            f"(postgresql://USER:PASSWORD@HOST:PORT/DATABASE) comes from that environment variable."
+        )
+    from invoicesync.state.postgres import PostgresStore  # psycopg only where it is used
+
+    return PostgresStore(settings.dsn, schema=backend.schema, environment=env.name, dsn_env=backend.dsn_env,
+                         allow_duplicate_ids=repairing)
+
+
+def describe_backend(settings: Settings) -> str:
+    """Where the environment's state is kept, for people: never the connection string."""
+    backend = settings.environment.backend
+    if backend.type == "local":
+        return f"local files in {settings.relative(settings.state_dir)}/"
+    if not settings.dsn:
+        return f"PostgreSQL (schema {backend.schema}; {backend.dsn_env} is not set)"
+    from invoicesync.state.postgres import PostgresStore
+
+    return PostgresStore(settings.dsn, schema=backend.schema, environment=settings.environment.name,
+                         dsn_env=backend.dsn_env).server + f" (schema {backend.schema})"
 
 
 def endpoint_of(settings: Settings) -> str:
@@ -176,14 +223,14 @@ class Session:
     """An environment ready to work on: its store, its state (recovered and bound) and its client."""
 
     settings: Settings
-    store: StateStore
+    store: Backend
     state: State
     client: CampfireClient | None
 
 
 @contextlib.asynccontextmanager
 async def session(
-    settings: Settings, store: StateStore, hooks: Hooks, *, client_required: bool
+    settings: Settings, store: Backend, hooks: Hooks, *, client_required: bool
 ) -> AsyncIterator[Session]:
     """Open the environment's client, bind the state to its endpoint and recover any journal left behind.
 
@@ -201,12 +248,17 @@ async def session(
         yield Session(settings, store, state, client)
 
 
-def read_state(store: StateStore, hooks: Hooks) -> State:
+def read_state(settings: Settings, hooks: Hooks) -> State:
     """The state with any journal an interrupted (or running) apply left folded in memory, for commands that only read.
 
     No look-ups, no writes, no lock, no waiting: it works offline and beside a running apply, and
     names what is still unresolved.
     """
+    with closing(store_for(settings)) as store:
+        return _read_state(store, hooks)
+
+
+def _read_state(store: Backend, hooks: Hooks) -> State:
     if not store.has_journal():
         return store.load()
     folded, pending = fold_journal(store.load(), store.read_journal())
@@ -220,7 +272,7 @@ def read_state(store: StateStore, hooks: Hooks) -> State:
     return folded
 
 
-def _recovered(settings: Settings, store: StateStore, hooks: Hooks) -> State:
+def _recovered(settings: Settings, store: Backend, hooks: Hooks) -> State:
     """The state with its journal recovered for real (the caller holds the lock): for commands that write."""
     if not store.has_journal():
         return store.load()
@@ -307,10 +359,9 @@ def plan(
     ``refresh=False`` plans offline: no client is built, no event loop runs, and a journal left by
     an interrupted run is folded in memory (never waited on, never written).
     """
-    store = store_for(settings)
-    with store.lock("plan", lock_timeout):
+    with closing(store_for(settings)) as store, store.lock("plan", lock_timeout):
         if not refresh:
-            return make_plan(specs.invoices, read_state(store, hooks), None, targets=targets, replace=replace,
+            return make_plan(specs.invoices, _read_state(store, hooks), None, targets=targets, replace=replace,
                              refreshed=False)
 
         async def online() -> Plan:
@@ -343,13 +394,12 @@ def apply(
     do returns an empty result (writing the refreshed snapshots only when they are news). Ctrl-C or
     SIGTERM stops starting new changes; those in flight finish and are recorded.
     """
-    store = store_for(settings)
-    with store.lock("apply", lock_timeout):
+    with closing(store_for(settings)) as store, store.lock("apply", lock_timeout):
         return asyncio.run(_apply(settings, store, specs, hooks, saved, refresh=refresh, parallelism=parallelism,
                                   targets=targets, replace=replace))
 
 
-async def _apply(settings: Settings, store: StateStore, specs: SpecSet, hooks: Hooks, saved: Plan | None, *,
+async def _apply(settings: Settings, store: Backend, specs: SpecSet, hooks: Hooks, saved: Plan | None, *,
                  refresh: bool, parallelism: int, targets: Sequence[str], replace: Sequence[str]) -> ApplyResult:
     from invoicesync.apply import execute_plan
 
@@ -415,9 +465,8 @@ class RefreshResult:
 
 def refresh(settings: Settings, hooks: Hooks, *, parallelism: int = 8, lock_timeout: float | None = None) -> RefreshResult:
     """Read every managed invoice back and record the remote snapshots; writes only when something is news."""
-    store = store_for(settings)
 
-    async def run() -> RefreshResult:
+    async def run(store: Backend) -> RefreshResult:
         from invoicesync.apply import refresh as read_back
         from invoicesync.apply import with_remote_snapshots
 
@@ -429,8 +478,8 @@ def refresh(settings: Settings, hooks: Hooks, *, parallelism: int = 8, lock_time
                 store.save(refreshed)
             return RefreshResult(len(remote), tuple(sorted(a for a, inv in remote.items() if inv is None)))
 
-    with store.lock("refresh", lock_timeout):
-        return asyncio.run(run())
+    with closing(store_for(settings)) as store, store.lock("refresh", lock_timeout):
+        return asyncio.run(run(store))
 
 
 def import_invoice(
@@ -443,9 +492,8 @@ def import_invoice(
     lock_timeout: float | None = None,
 ) -> int:
     """Adopt an existing invoice (by id or invoice number) for a declared address; returns its id."""
-    store = store_for(settings)
 
-    async def run() -> int:
+    async def run(store: Backend) -> int:
         from invoicesync.apply import adopt, find_for_import
 
         async with session(settings, store, hooks, client_required=True) as s:
@@ -454,8 +502,8 @@ def import_invoice(
             store.save(adopt(s.state, desired, invoice))
             return int(invoice["id"])
 
-    with store.lock("import", lock_timeout):
-        return asyncio.run(run())
+    with closing(store_for(settings)) as store, store.lock("import", lock_timeout):
+        return asyncio.run(run(store))
 
 
 # --- state surgery -----------------------------------------------------------------------------------------
@@ -463,8 +511,7 @@ def import_invoice(
 
 def state_rm(settings: Settings, addresses: Sequence[str], hooks: Hooks, *, lock_timeout: float | None = None) -> None:
     """Forget addresses without touching their invoices; their ids are retired (a look-up never takes one)."""
-    store = store_for(settings, repairing=True)
-    with store.lock("state rm", lock_timeout):
+    with closing(store_for(settings, repairing=True)) as store, store.lock("state rm", lock_timeout):
         state = _recovered(settings, store, hooks)
         missing = [a for a in addresses if a not in state.invoices]
         if missing:
@@ -476,8 +523,7 @@ def state_rm(settings: Settings, addresses: Sequence[str], hooks: Hooks, *, lock
 
 def state_mv(settings: Settings, old: str, new: str, hooks: Hooks, *, lock_timeout: float | None = None) -> int:
     """Rename an address, keeping its invoice; returns the invoice id."""
-    store = store_for(settings, repairing=True)
-    with store.lock("state mv", lock_timeout):
+    with closing(store_for(settings, repairing=True)) as store, store.lock("state mv", lock_timeout):
         state = _recovered(settings, store, hooks)
         if old not in state.invoices:
             raise InvoiceSyncError(f'the state has no "{old}"; nothing was changed.')
@@ -488,17 +534,150 @@ def state_mv(settings: Settings, old: str, new: str, hooks: Hooks, *, lock_timeo
         return state.invoices[old].id
 
 
-def force_unlock(settings: Settings) -> str | None:
-    """Remove a lock file no live run holds; returns who held it, or None when there was none."""
-    store = store_for(settings)
-    info = store.read_lock_info() or {}
-    holder = f"{info.get('command')} (pid {info.get('pid')} on {info.get('host')}) since {info.get('time')}"
-    if store.lock_is_held():
-        raise StateError(
-            f"the state lock is held by a live run: {holder}. Wait for it, or stop it; the operating "
-            "system releases its lock when it ends. Nothing was removed."
-        )
-    if not info.get("pid"):
-        return None  # no file, or one a finished run released
-    store.force_unlock()
-    return holder
+# --- the state as JSON out and in, its history ----------------------------------------------------------------
+
+
+def state_pull(settings: Settings, hooks: Hooks) -> State:
+    """The saved state (its latest serial), as ``state pull`` prints it; ``StateError`` "no state yet" when there is none."""
+    with closing(store_for(settings)) as store:
+        if not store.exists():
+            raise StateError(f'no state yet for environment "{settings.environment.name}" in '
+                             f"{describe_backend(settings)}; nothing to pull.")
+        if store.has_journal():
+            hooks.note(f"Note: {store.journal_name} holds records of an unfinished (interrupted or running) run; "
+                       "they are not in the pulled state until a plan or apply recovers them.")
+        return store.load()
+
+
+def state_push(settings: Settings, path: Path, hooks: Hooks, *, force: bool = False,
+               lock_timeout: float | None = None) -> State:
+    """Store the state in the file ``path`` as the environment's latest, keeping its lineage and serial; returns it.
+
+    Allowed when no state is stored yet. Refused for another lineage, or a serial not above the
+    stored one, unless ``force``; refused while an interrupted run's journal waits for recovery
+    (it belongs to the stored state), unless ``force``.
+    """
+    env = settings.environment.name
+    pushed = read_state_file(path, settings.relative(path))
+    if pushed.environment != env:
+        raise StateError(f'{settings.relative(path)} holds the state of environment "{pushed.environment}", not '
+                         f'"{env}"; push it with `-e {pushed.environment}`. Nothing was changed.')
+    with closing(store_for(settings)) as store, store.lock("state push", lock_timeout):
+        if store.has_journal() and not force:
+            raise StateError(f"{store.journal_name} holds records of an interrupted run, which belong to the stored "
+                             "state: run `invoicesync plan` first so that they are recovered, then push (or push "
+                             "with --force). Nothing was changed.")
+        if settings.environment.backend.type == "postgres":
+            from invoicesync.state.postgres import PostgresStore
+
+            assert isinstance(store, PostgresStore)
+            return store.push(pushed, force=force)
+        return _push_file(store, pushed, force=force, shown=describe_backend(settings))
+
+
+def _push_file(store: Backend, pushed: State, *, force: bool, shown: str) -> State:
+    """``state push`` into the local files: the same rules as PostgreSQL's; the replaced file becomes the backup."""
+    if store.exists():
+        current = store.load()  # also lets save() replace a file of another lineage, once checked here
+        if not force and current.lineage != pushed.lineage:
+            raise StateError(f"{shown} holds another state (lineage {current.lineage}, the one pushed has "
+                             f"{pushed.lineage}); refusing to replace it. Push with --force to replace it anyway "
+                             "(the replaced state is kept as the .backup file)")
+        if not force and pushed.serial <= current.serial:
+            raise StateError(f"the state in {shown} is at serial {current.serial}; the one pushed is at serial "
+                             f"{pushed.serial}, and only a higher serial replaces it. Push with --force to replace it "
+                             "anyway (the replaced state is kept as the .backup file)")
+    return store.save(pushed.model_copy(update={"serial": pushed.serial - 1}))  # save() adds the one back
+
+
+def state_history(settings: Settings) -> list[StateVersion]:
+    """Every serial saved, newest first (PostgreSQL); the local files keep none, which is an error saying so."""
+    backend = settings.environment.backend
+    if backend.type != "postgres":
+        state_file = settings.relative(settings.state_dir / f"{settings.environment.name}.json")
+        raise StateError(f"the local backend keeps no history: {state_file} is the latest state and "
+                         f"{state_file}.backup the one before it, nothing older. Keep the state in PostgreSQL "
+                         '([backend] type = "postgres") for every serial with when, what and who wrote it.')
+    with closing(store_for(settings)) as store:
+        from invoicesync.state.postgres import PostgresStore
+
+        assert isinstance(store, PostgresStore)
+        return store.history()
+
+
+# --- locks ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unlocked:
+    """What ``force-unlock`` did: whose lock it was (None: there was none) and whether a live holder was ended."""
+
+    holder: LockInfo | None
+    ended_session: bool = False
+
+
+def force_unlock(settings: Settings, hooks: Hooks) -> Unlocked:
+    """Break the environment's lock, saying whose it is first.
+
+    Local files: only a lock file no live run holds (the OS lock is released when a holder dies, so
+    a live one is a ``StateError``). PostgreSQL: the holder's session is ended where the role may
+    (a vanished runner's session may outlive it until the keepalives notice), and the ``locks`` row
+    removed.
+    """
+    with closing(store_for(settings)) as store:
+        info = store.read_lock_info()
+        held = store.lock_is_held()
+        if settings.environment.backend.type == "local":
+            if held:
+                holder = (info or LockInfo()).describe()
+                raise StateError(
+                    f"the state lock is held by a live run: {holder}. Wait for it, or stop it; the operating "
+                    "system releases its lock when it ends. Nothing was removed."
+                )
+            if info is None or not info.known:
+                return Unlocked(None)  # no file, or one a finished run released
+            store.force_unlock()
+            return Unlocked(info)
+        if not held and info is None:
+            return Unlocked(None)
+        if held:
+            hooks.note(f"The lock of environment \"{settings.environment.name}\" is held by "
+                       f"{(info or LockInfo()).describe()}; ending that session.")
+        return Unlocked(store.force_unlock() or info, ended_session=held)
+
+
+# --- environments -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvironmentSummary:
+    """One environment of the config: where it sends requests, where its state is, and the state's serial."""
+
+    name: str
+    endpoint: str
+    backend: str
+    serial: int | None  # None: no state yet, or it could not be read (``problem``)
+    problem: str | None = None
+    chosen: bool = False  # the environment a command without -e would use
+
+
+def environments(root: Path | None) -> list[EnvironmentSummary]:
+    """Every environment the workspace config defines, each with its state's serial (read from its backend)."""
+    try:
+        chosen: str | None = load_settings(root).environment.name
+    except ConfigError:  # several environments and no default: none is chosen
+        chosen = None
+    summaries = []
+    for settings in load_all_settings(root):
+        env = settings.environment
+        endpoint = endpoint_of(settings) if env.endpoint == "sandbox" else env.base_url
+        serial: int | None = None
+        problem: str | None = None
+        backend = describe_backend(settings)
+        try:
+            with closing(store_for(settings)) as store:
+                serial = store.load().serial if store.exists() else None
+        except InvoiceSyncError as exc:  # one environment's problem is shown beside it, not fatal to the list
+            problem = str(exc)
+        summaries.append(EnvironmentSummary(env.name, endpoint, backend, serial, problem, chosen=env.name == chosen))
+    return summaries

@@ -254,20 +254,31 @@ def _stop(bindir: Path, data: Path, runner: _RunAs) -> None:
 # --- fixtures --------------------------------------------------------------------------------------
 
 
+# One server for the whole session, however many test modules import the fixture (each import is a
+# fixture of its own to pytest): the first to need it starts it, the last to finish stops it.
+_running = contextlib.ExitStack()
+_shared: list[PgServer] = []
+_users = [0]
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """The session's PostgreSQL server (see the module docstring)."""
+    if not _shared:
+        try:
+            _shared.append(_running.enter_context(running_server()))
+        except (RuntimeError, OSError, subprocess.SubprocessError, psycopg.Error) as exc:
+            if os.environ.get("CI"):
+                pytest.fail(f"CI must run the PostgreSQL tests, but no server could be started: {exc}", pytrace=False)
+            pytest.skip(f"no PostgreSQL server could be started: {exc}")
+    _users[0] += 1
     try:
-        server_cm = running_server()
-        server = server_cm.__enter__()
-    except (RuntimeError, OSError, subprocess.SubprocessError, psycopg.Error) as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the PostgreSQL tests, but no server could be started: {exc}", pytrace=False)
-        pytest.skip(f"no PostgreSQL server could be started: {exc}")
-    try:
-        yield server
+        yield _shared[0]
     finally:
-        server_cm.__exit__(None, None, None)
+        _users[0] -= 1
+        if _users[0] == 0:
+            _shared.clear()
+            _running.close()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from invoicesync.client import CampfireClient
-from invoicesync.config import DEFAULT_BASE_URL, load_settings
+from invoicesync.config import DEFAULT_BASE_URL, BackendConfig, load_all_settings, load_settings
 from invoicesync.errors import ConfigError
 from tests.spec_tree import build_file_tree
 
@@ -295,3 +295,119 @@ def test_cli_reports_a_bad_base_url_as_a_config_error_not_an_internal_error(
         named = "CAMPFIRE_BASE_URL" if where == "variable" else "invoicesync.toml: environments.prod.base_url"
         assert err.startswith(f"Error: {named} ")
         assert "internal error" not in err and "s3cret-pw" not in err
+
+
+# --- where the state is kept: [backend] ------------------------------------------------------------
+
+TEAM = """\
+default_environment = "production"
+
+[backend]
+type = "postgres"
+schema = "billing"
+
+[environments.production]
+base_url = "https://api.meetcampfire.com"
+
+[environments.staging]
+base_url = "https://staging.example.com"
+backend = { dsn_env = "STAGING_PG_DSN", schema = "billing_staging" }
+
+[environments.demo]
+endpoint = "sandbox"
+backend = { type = "local" }
+"""
+DSN = "postgresql://billing:s3cret-pw@db.internal:5432/invoices"
+
+
+def test_without_a_backend_table_the_state_is_local_files(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": TWO_ENVS})
+    settings = load_settings(tmp_path, environ={"INVOICESYNC_PG_DSN": DSN})
+    assert settings.environment.backend == BackendConfig(type="local", dsn_env="INVOICESYNC_PG_DSN", schema="invoicesync")
+    assert settings.dsn is None  # a local backend never reads the variable
+
+
+def test_backend_table_applies_to_every_environment_and_each_may_override_it(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": TEAM})
+    environ = {"INVOICESYNC_PG_DSN": DSN, "STAGING_PG_DSN": "postgresql://db.staging/invoices"}
+    production = load_settings(tmp_path, environ=environ)
+    assert production.environment.backend == BackendConfig("postgres", "INVOICESYNC_PG_DSN", "billing")
+    assert production.dsn == DSN
+    staging = load_settings(tmp_path, environment="staging", environ=environ)
+    assert staging.environment.backend == BackendConfig("postgres", "STAGING_PG_DSN", "billing_staging")
+    assert staging.dsn == "postgresql://db.staging/invoices"
+    demo = load_settings(tmp_path, environment="demo", environ=environ)
+    assert demo.environment.backend.type == "local" and demo.dsn is None
+
+
+def test_backend_in_pyproject_tool_table(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"pyproject.toml": """\
+        [tool.invoicesync]
+        default_environment = "ci"
+        [tool.invoicesync.backend]
+        type = "postgres"
+        [tool.invoicesync.environments.ci]
+        base_url = "https://api.meetcampfire.com"
+        [tool.invoicesync.environments.ci.backend]
+        schema = "ci_runs"
+    """})
+    settings = load_settings(tmp_path, environ={"INVOICESYNC_PG_DSN": DSN})
+    assert settings.environment.backend == BackendConfig("postgres", "INVOICESYNC_PG_DSN", "ci_runs")
+
+
+def test_the_connection_string_is_never_in_repr_or_str(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": TEAM})
+    settings = load_settings(tmp_path, environ={"INVOICESYNC_PG_DSN": DSN})
+    assert settings.dsn == DSN
+    for text in (repr(settings), str(settings), repr(settings.environment)):
+        assert "s3cret-pw" not in text and DSN not in text
+
+
+def test_an_unset_connection_string_variable_is_left_for_the_command_to_name(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": TEAM})
+    settings = load_settings(tmp_path, environ={"INVOICESYNC_PG_DSN": "  "})
+    assert settings.environment.backend.type == "postgres" and settings.dsn is None
+
+
+def test_base_url_override_keeps_the_backend(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": TEAM})
+    settings = load_settings(tmp_path, environ={"CAMPFIRE_BASE_URL": "http://127.0.0.1:9999", "INVOICESYNC_PG_DSN": DSN})
+    assert settings.environment.base_url == "http://127.0.0.1:9999"
+    assert settings.environment.backend.schema == "billing" and settings.dsn == DSN
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[backend]\ntype = "postgresql"\n', r"invoicesync.toml: backend.type must be one of 'local', 'postgres', got 'postgresql' \(did you mean 'postgres'\?\)"),
+        ('[backend]\ntype = 1\n', r"backend.type must be one of 'local', 'postgres', got 1$"),
+        ('[backend]\nshema = "x"\n', r"invoicesync.toml: unknown key 'backend.shema' \(did you mean 'schema'\?\); allowed keys: type, dsn_env, schema"),
+        ('[backend]\ndsn = "postgresql://u:pw@h/db"\n', r"unknown key 'backend.dsn' \(did you mean 'dsn_env'\?\)"),
+        ('[backend]\ndsn_env = "postgresql://u:pw@h/db"\n', r"backend.dsn_env must be the name of an environment variable"),
+        ('[backend]\nschema = "my schema"\n', r"backend.schema must be a PostgreSQL schema name"),
+        ('[backend]\nschema = 3\n', r"backend.schema must be a PostgreSQL schema name"),
+        ('backend = "postgres"\n', r"invoicesync.toml: backend must be a table"),
+        ('[environments.a.backend]\ntyp = "local"\n', r"unknown key 'environments.a.backend.typ' \(did you mean 'type'\?\)"),
+        ('[environments.a]\nbackend = "postgres"\n', r"environments.a.backend must be a table"),
+    ],
+)
+def test_bad_backend_settings_are_located_config_errors(tmp_path: Path, text: str, expected: str) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": text})
+    with pytest.raises(ConfigError, match=expected) as caught:
+        load_settings(tmp_path, environ={})
+    assert "pw" not in str(caught.value)
+
+
+def test_a_bad_backend_key_in_pyproject_is_named_with_its_prefix(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"pyproject.toml": '[tool.invoicesync.environments.ci.backend]\nschem = "x"\n'})
+    with pytest.raises(ConfigError, match=r"pyproject.toml: unknown key 'tool.invoicesync.environments.ci.backend.schem'"):
+        load_settings(tmp_path, environ={})
+
+
+def test_load_all_settings_gives_every_environment_in_config_order(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"invoicesync.toml": TEAM})
+    names = [s.environment.name for s in load_all_settings(tmp_path, environ={"INVOICESYNC_ENV": "staging"})]
+    assert names == ["production", "staging", "demo"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert [s.environment.name for s in load_all_settings(empty, environ={})] == ["default"]

@@ -210,19 +210,19 @@ def test_history_keeps_every_serial_with_who_wrote_it(store: PostgresStore, monk
     store.save(state.model_copy(update={"retired": [1]}), command="state rm")
 
     history = store.history()
-    assert [h["serial"] for h in history] == [3, 2, 1]
-    assert [h["command"] for h in history] == ["state rm", "apply", "apply"]
-    assert [h["run_url"] for h in history] == [
+    assert [h.serial for h in history] == [3, 2, 1]
+    assert [h.command for h in history] == ["state rm", "apply", "apply"]
+    assert [h.run_url for h in history] == [
         "https://gitlab.example/acme/invoices/-/jobs/7",
         "https://github.com/acme/invoices/actions/runs/4242",
         "https://github.com/acme/invoices/actions/runs/4242",
     ]
-    assert [h["counts"] for h in history] == [
+    assert [dict(h.counts) for h in history] == [
         {"invoices": 2, "retired": 1}, {"invoices": 2, "retired": 0}, {"invoices": 0, "retired": 0},
     ]
-    assert {h["host"] for h in history} == {socket.gethostname()}
-    assert all(h["user"] and h["time"].endswith("+00:00") for h in history)
-    assert set(history[0]) == {"serial", "time", "command", "host", "user", "run_url", "counts"}
+    assert {h.host for h in history} == {socket.gethostname()}
+    assert all(h.user and h.time.endswith("+00:00") for h in history)
+    assert set(history[0].to_dict()) == {"serial", "time", "command", "host", "user", "run_url", "counts"}
 
 
 def test_discard_removes_the_state_and_its_history(store: PostgresStore) -> None:
@@ -265,7 +265,7 @@ def test_push_into_an_empty_schema_keeps_lineage_and_serial(store: PostgresStore
     pushed = store.push(from_files)
     assert (pushed.lineage, pushed.serial) == (from_files.lineage, 12)
     assert store.load() == from_files
-    assert store.history()[0]["command"] == "state push"
+    assert store.history()[0].command == "state push"
 
 
 def test_push_refuses_another_lineage_unless_forced(store: PostgresStore) -> None:
@@ -276,7 +276,7 @@ def test_push_refuses_another_lineage_unless_forced(store: PostgresStore) -> Non
     assert store.load() == current
     store.push(stranger, force=True)
     assert store.load() == stranger
-    assert [h["command"] for h in store.history()] == ["state push --force", ""]
+    assert [h.command for h in store.history()] == ["state push --force", ""]
 
 
 def test_push_refuses_a_serial_that_is_not_higher_unless_forced(store: PostgresStore) -> None:
@@ -288,7 +288,7 @@ def test_push_refuses_a_serial_that_is_not_higher_unless_forced(store: PostgresS
     older = current.model_copy(update={"serial": 1, "invoices": {}})
     store.push(older, force=True)
     assert store.load() == older
-    assert [h["serial"] for h in store.history()] == [1, 3, 2, 1]
+    assert [h.serial for h in store.history()] == [1, 3, 2, 1]
     # a run that loaded before the forced push cannot overwrite it
     with pytest.raises(StateError, match="has changed"):
         store.save(current.model_copy(update={"serial": 3}))
@@ -402,8 +402,8 @@ def test_a_second_run_is_refused_naming_the_holder(store: PostgresStore, make_st
         assert other.lock_is_held()
         info = other.read_lock_info()
         assert info is not None
-        assert (info["command"], info["host"], info["pid"]) == ("apply --auto-approve", socket.gethostname(), os.getpid())
-        assert info["run_url"] == "https://gitlab.example/acme/invoices/-/jobs/7" and info["time"]
+        assert (info.command, info.host, info.pid) == ("apply --auto-approve", socket.gethostname(), os.getpid())
+        assert info.run_url == "https://gitlab.example/acme/invoices/-/jobs/7" and info.time
         with pytest.raises(LockError) as caught:
             with other.lock("plan"):
                 pass
@@ -437,7 +437,7 @@ def test_lock_timeout_waits_for_the_holder(store: PostgresStore, make_store: Any
         started = time.monotonic()
         with other.lock("plan", timeout=10):
             waited = time.monotonic() - started
-            assert other.read_lock_info()["command"] == "plan"  # type: ignore[index]
+            assert other.read_lock_info().command == "plan"  # type: ignore[union-attr]
         assert 0.3 < waited < 5
     finally:
         release.set()
@@ -470,7 +470,7 @@ def test_a_sigkilled_holders_lock_is_taken_by_the_next_run_within_seconds(store:
         started = time.monotonic()
         with store.lock("apply", timeout=30):
             taken_after = time.monotonic() - started
-            assert store.read_lock_info()["pid"] == os.getpid()  # type: ignore[index]
+            assert store.read_lock_info().pid == os.getpid()  # type: ignore[union-attr]
     finally:
         if child.poll() is None:
             child.kill()
@@ -513,12 +513,12 @@ def test_a_blocked_run_waits_briefly_for_the_holders_row(store: PostgresStore, p
 def test_force_unlock_ends_a_live_holders_session(store: PostgresStore, make_store: Any) -> None:
     admin = make_store()
     with store.lock("apply"):
-        assert admin.read_lock_info()["command"] == "apply"  # type: ignore[index]
+        assert admin.read_lock_info().command == "apply"  # type: ignore[union-attr]
         info = admin.force_unlock()
-        assert info is not None and info["command"] == "apply" and info["pid"] == os.getpid()
+        assert info is not None and info.command == "apply" and info.pid == os.getpid()
         assert not admin.lock_is_held() and admin.read_lock_info() is None
         with admin.lock("plan"):
-            assert admin.read_lock_info()["command"] == "plan"  # type: ignore[index]
+            assert admin.read_lock_info().command == "plan"  # type: ignore[union-attr]
     # the holder's block ended without an error although its session was gone
     assert admin.force_unlock() is None
 
@@ -536,7 +536,7 @@ def test_a_role_that_may_not_end_others_sessions_is_told_so(store: PostgresStore
         with store.lock("apply"):
             with pytest.raises(StateError, match=r"cannot end the session holding the lock .*pg_terminate_backend\(\d+\)"):
                 reader.force_unlock()
-            assert reader.lock_is_held() and reader.read_lock_info()["command"] == "apply"  # type: ignore[index]
+            assert reader.lock_is_held() and reader.read_lock_info().command == "apply"  # type: ignore[union-attr]
     finally:
         reader.close()
 
@@ -563,7 +563,7 @@ def test_the_lock_session_sets_keepalives(store: PostgresStore, pg_server: PgSer
             ).fetchone()
             assert pid is not None
         info = store.read_lock_info()
-        assert info is not None and info["backend_pid"] == pid[0]
+        assert info is not None and info.backend_pid == pid[0]
     # keepalives are per session: read them back on a session that made the same settings
     conn2 = store._lock_connection()  # noqa: SLF001 (the exact session settings the lock uses)
     try:

@@ -21,6 +21,7 @@ import invoicesync
 from invoicesync.errors import LockError, StateError
 from invoicesync.models import Lifecycle, RemoteSnapshot, dumps_json, loads_json
 from invoicesync.state.journal import Intent, parse_record
+from invoicesync.state.lock import LockInfo, os_user
 from invoicesync.state import (
     FORMAT_VERSION,
     InvoiceRecord,
@@ -277,15 +278,13 @@ def test_lock_held_by_another_process_fails_at_once_naming_it(store: StateStore)
             pass
         assert time.monotonic() - started < 1
         message = str(info.value)
-        assert message.startswith(f'state "sandbox" is locked by apply (pid {proc.pid} on {socket.gethostname()}) since ')
+        assert message.startswith(
+            f'state "sandbox" is locked by apply (pid {proc.pid} on {socket.gethostname()}, user {os_user()}) since ')
         assert "--lock-timeout SECONDS" in message and "`invoicesync force-unlock`" in message
         assert "after waiting" not in message
-        assert store.read_lock_info() == {
-            "host": socket.gethostname(),
-            "pid": proc.pid,
-            "time": store.read_lock_info()["time"],  # type: ignore[index]
-            "command": "apply",
-        }
+        info = store.read_lock_info()
+        assert info is not None and info.time is not None
+        assert info == LockInfo(command="apply", host=socket.gethostname(), pid=proc.pid, user=os_user(), time=info.time)
     finally:
         _finish(proc)
 
@@ -298,7 +297,7 @@ def test_two_stores_in_one_process_exclude_each_other(store: StateStore) -> None
         with pytest.raises(LockError), store.lock("plan"):
             pass
     with other.lock("plan"):
-        assert other.read_lock_info()["command"] == "plan"  # type: ignore[index]
+        assert other.read_lock_info().command == "plan"  # type: ignore[union-attr]
 
 
 def test_lock_waits_and_acquires_when_released(store: StateStore) -> None:
@@ -307,7 +306,7 @@ def test_lock_waits_and_acquires_when_released(store: StateStore) -> None:
         started = time.monotonic()
         with store.lock("plan", timeout=10):
             waited = time.monotonic() - started
-            assert store.read_lock_info()["pid"] == os.getpid()  # type: ignore[index]
+            assert store.read_lock_info().pid == os.getpid()  # type: ignore[union-attr]
         assert 0.1 < waited < 5
     finally:
         _finish(proc)
@@ -330,7 +329,7 @@ def test_lock_is_released_when_the_holder_is_killed(store: StateStore) -> None:
     proc.wait(timeout=10)
     assert store.read_lock_info() is not None  # the stale message is left, the OS lock is not
     with store.lock("apply"):
-        assert store.read_lock_info()["pid"] == os.getpid()  # type: ignore[index]
+        assert store.read_lock_info().pid == os.getpid()  # type: ignore[union-attr]
 
 
 def test_release_clears_the_holder_but_keeps_the_file(store: StateStore) -> None:
@@ -351,7 +350,7 @@ def test_force_unlock_removes_the_lock_and_says_who_held_it(store: StateStore) -
     proc = _hold_lock(store)
     try:
         info = store.force_unlock()
-        assert info is not None and info["pid"] == proc.pid and info["command"] == "apply"
+        assert info is not None and info.pid == proc.pid and info.command == "apply"
         assert not store.lock_path.exists()
         with store.lock("plan"):  # a new lock file, no longer excluded by the old holder
             pass
@@ -363,7 +362,9 @@ def test_force_unlock_removes_the_lock_and_says_who_held_it(store: StateStore) -
 def test_unreadable_lock_content_is_reported_raw(store: StateStore) -> None:
     store.directory.mkdir()
     store.lock_path.write_text("garbage")
-    assert store.read_lock_info() == {"raw": "garbage"}
+    info = store.read_lock_info()
+    assert info == LockInfo(raw="garbage")
+    assert info.describe() == "another run (its lock file says 'garbage')"
 
 
 # --- journal ---------------------------------------------------------------------------------------

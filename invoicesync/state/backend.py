@@ -3,18 +3,27 @@
 ``StateStore`` (files under ``state/`` with an OS lock, ``state.local``) and ``PostgresStore``
 (tables with an advisory lock, ``state.postgres``) both implement ``Backend``; ``operations``,
 ``apply`` and ``recovery`` only ever use these methods, so a run behaves the same on either.
+Also here: ``closing`` (a backend holds connections until closed) and ``read_state_file`` (a state
+file given on the command line, for ``state push``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
-from invoicesync.state.journal import JournalRecord
-from invoicesync.state.model import State
+import simplejson
+from pydantic import ValidationError
 
-__all__ = ["Backend", "JournalWriter"]
+from invoicesync.errors import StateError
+from invoicesync.models import gc_paused, loads_json
+from invoicesync.state.journal import JournalRecord
+from invoicesync.state.lock import LockInfo
+from invoicesync.state.model import FORMAT_VERSION, State, _validation_problems
+
+__all__ = ["Backend", "JournalWriter", "closing", "read_state_file"]
 
 
 class JournalWriter(Protocol):
@@ -65,7 +74,7 @@ class Backend(Protocol):
         """Hold the environment's lock for ``command``; ``LockError`` naming the holder when it is taken."""
         ...
 
-    def read_lock_info(self) -> dict[str, Any] | None:
+    def read_lock_info(self) -> LockInfo | None:
         """Who holds (or last held) the lock, as far as the backend knows."""
         ...
 
@@ -73,7 +82,7 @@ class Backend(Protocol):
         """Whether a live run holds the lock now."""
         ...
 
-    def force_unlock(self) -> dict[str, Any] | None:
+    def force_unlock(self) -> LockInfo | None:
         """Break the lock; returns what was known about its holder."""
         ...
 
@@ -101,3 +110,42 @@ class Backend(Protocol):
     def remove_journal(self) -> None:
         """Drop the journal once it is folded into a saved state."""
         ...
+
+
+@contextlib.contextmanager
+def closing(backend: Backend) -> Iterator[Backend]:
+    """Use ``backend`` for the ``with`` block, then close what it holds open (a database connection)."""
+    try:
+        yield backend
+    finally:
+        close = getattr(backend, "close", None)  # the local files hold nothing open between calls
+        if callable(close):
+            close()
+
+
+def read_state_file(path: Path, shown: str | None = None) -> State:
+    """The state in the JSON file ``path`` (a ``state pull`` or a state file), or ``StateError`` saying what is wrong."""
+    shown = shown or str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise StateError(f"cannot read {shown}: {exc.strerror or exc}") from exc
+    with gc_paused():
+        try:
+            data = loads_json(raw)
+        except simplejson.JSONDecodeError as exc:
+            raise StateError(f"{shown} is not valid JSON (line {exc.lineno}, column {exc.colno})") from exc
+        except ValueError as exc:
+            raise StateError(f"{shown} is not a readable state file ({exc})") from exc
+        if not isinstance(data, dict):
+            raise StateError(f"{shown} is not a state file (expected a JSON object)")
+        version = data.get("format_version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+            raise StateError(
+                f"{shown} was written by a newer invoicesync (state format {version}; this version reads "
+                f"format {FORMAT_VERSION}); upgrade invoicesync to use it"
+            )
+        try:
+            return State.model_validate(data)
+        except ValidationError as exc:
+            raise StateError(f"{shown} is not a valid state file: {_validation_problems(exc)}") from exc

@@ -15,7 +15,6 @@ import fcntl
 import os
 import re
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -28,6 +27,7 @@ from pydantic import ValidationError
 from invoicesync.errors import LockError, StateError
 from invoicesync.models import dumps_json, gc_paused, loads_json
 from invoicesync.state.journal import JournalEntry, JournalRecord, _foreign, _foreign_message, encode_record
+from invoicesync.state.lock import LockInfo
 from invoicesync.state.model import (
     FORMAT_VERSION,
     State,
@@ -35,7 +35,6 @@ from invoicesync.state.model import (
     _validation_problems,
     duplicate_ids,
     new_state,
-    timestamp,
 )
 
 _LOCK_POLL_SECONDS = 0.1
@@ -296,12 +295,7 @@ class StateStore:
             raise StateError(f"cannot create the state directory {_display(self.directory)}: {_os_problem(exc)}") from exc
         fd = self._acquire(timeout)
         try:
-            info = {
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "time": timestamp(),
-                "command": command,
-            }
+            info = LockInfo.current(command).to_dict()
             try:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, (dumps_json(info) + "\n").encode(), 0)
@@ -350,21 +344,18 @@ class StateStore:
             os.close(fd)
 
     def _held_message(self, waited: float) -> str:
-        info = self.read_lock_info() or {}
-        command = info.get("command") or "another run"
-        holder = f"{command} (pid {info['pid']} on {info.get('host', 'unknown host')})" if "pid" in info else command
-        since = f" since {info['time']}" if info.get("time") else ""
+        holder = (self.read_lock_info() or LockInfo()).describe()
         after = f" after waiting {waited:g} s" if waited > 0 else ""
         return (
-            f'state "{self.environment}" is locked by {holder}{since}{after}; wait for it, retry with '
+            f'state "{self.environment}" is locked by {holder}{after}; wait for it, retry with '
             "--lock-timeout SECONDS, or if no such run is alive, run `invoicesync force-unlock`"
         )
 
-    def read_lock_info(self) -> dict[str, Any] | None:
-        """What the lock file says about its holder (host, pid, time, command), or None when it says nothing.
+    def read_lock_info(self) -> LockInfo | None:
+        """What the lock file says about its holder (command, host, pid, user, time, CI run), or None when it says nothing.
 
         The content is only informative: a run killed by SIGKILL leaves it behind although its OS lock
-        is gone. Unparseable content is returned as ``{"raw": text}``.
+        is gone. Unparseable content is returned as ``LockInfo(raw=text)``.
         """
         try:
             text = self.lock_path.read_text(encoding="utf-8", errors="replace").strip()
@@ -377,8 +368,8 @@ class StateStore:
         try:
             info = loads_json(text)
         except ValueError:
-            return {"raw": text[:500]}
-        return info if isinstance(info, dict) else {"raw": text[:500]}
+            return LockInfo(raw=text[:500])
+        return LockInfo.from_mapping(info) if isinstance(info, dict) else LockInfo(raw=text[:500])
 
     def lock_is_held(self) -> bool:
         """Whether some process holds the OS lock on the lock file right now (False when there is none)."""
@@ -396,7 +387,7 @@ class StateStore:
             os.close(fd)  # closing drops a lock taken just now
         return False
 
-    def force_unlock(self) -> dict[str, Any] | None:
+    def force_unlock(self) -> LockInfo | None:
         """Delete the lock file and return what it said about its holder (None when nothing).
 
         Only for a lock the OS lock cannot release (a network file system, a hung holder): a run still

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
-import getpass
 import hashlib
 import os
 import re
@@ -32,6 +31,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import quote, quote_plus
 
@@ -45,6 +46,7 @@ from pydantic import ValidationError
 from invoicesync.errors import LockError, StateError
 from invoicesync.models import dumps_json, gc_paused, loads_json
 from invoicesync.state.journal import JournalEntry, JournalRecord, _foreign, encode_record
+from invoicesync.state.lock import LockInfo, os_user, run_url
 from invoicesync.state.model import (
     FORMAT_VERSION,
     State,
@@ -124,21 +126,6 @@ def _key(*parts: str) -> tuple[int, int]:
     )
 
 
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
-
-
-def run_url() -> str | None:
-    """The CI run this process belongs to, when the environment says (GitHub Actions, GitLab CI)."""
-    server, repository, run_id = (os.environ.get(n) for n in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"))
-    if server and repository and run_id:
-        return f"{server.rstrip('/')}/{repository}/actions/runs/{run_id}"
-    return os.environ.get("CI_JOB_URL") or None
-
-
 def _iso(value: Any) -> str | None:
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
@@ -189,7 +176,7 @@ class _Target:
         self.params = params
         self.host = params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "localhost"
         self.port = params.get("port") or os.environ.get("PGPORT") or "5432"
-        self.user = params.get("user") or os.environ.get("PGUSER") or _os_user()
+        self.user = params.get("user") or os.environ.get("PGUSER") or os_user()
         self.database = params.get("dbname") or os.environ.get("PGDATABASE") or self.user
         secrets = {dsn.strip()} if dsn.strip() else set()
         for password in (params.get("password"), os.environ.get("PGPASSWORD")):
@@ -267,6 +254,26 @@ class _Target:
         ))
 
 
+@dataclass(frozen=True)
+class StateVersion:
+    """One saved serial of the history: when, by which command, who (host, OS user, CI run) and what it held."""
+
+    serial: int
+    time: str
+    command: str
+    host: str | None
+    user: str | None
+    run_url: str | None
+    counts: Mapping[str, int]  # {"invoices": n, "retired": n}
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{serial, time, command, host, user, run_url, counts}``, as ``state history --json`` prints it."""
+        return {
+            "serial": self.serial, "time": self.time, "command": self.command, "host": self.host,
+            "user": self.user, "run_url": self.run_url, "counts": dict(self.counts),
+        }
+
+
 class PostgresStore:
     """The state, history, journal and lock of one environment in one schema of a PostgreSQL database.
 
@@ -291,9 +298,11 @@ class PostgresStore:
         # As StateStore: only state surgery may load a state holding one invoice id under two addresses.
         self.allow_duplicate_ids = allow_duplicate_ids
         self.display = self._target.display
+        self.server = self._target.server  # postgresql://host:port/database, never a secret
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._conn_lock = threading.RLock()
         self._ready = False
+        self._command = ""  # of the lock held now, recorded with every save meanwhile
         self._lock_key = _key("lock", schema, environment)
         self._write_key = _key("write", schema, environment)
         self._ddl_key = _key("ddl", schema)
@@ -449,7 +458,7 @@ class PostgresStore:
             ),
             (
                 self.environment, state.serial, state.lineage, text, command, socket.gethostname(),
-                _os_user(), run_url(), dumps_json(_counts(state)),
+                os_user(), run_url(), dumps_json(_counts(state)),
             ),
         )
 
@@ -464,8 +473,11 @@ class PostgresStore:
         return who
 
     @_translated("save the state")
-    def save(self, state: State, *, command: str = "") -> State:
+    def save(self, state: State, *, command: str | None = None) -> State:
         """Save ``state`` with its serial increased by one and return what was saved.
+
+        ``command`` names what made it in the history; by default, the command holding this store's
+        lock (``lock(command)``), so that every save of an apply says "apply".
 
         Compare-and-swap: in one transaction, and only if the latest stored state is still the one
         ``state`` was loaded from (same lineage and serial), or none is stored yet. Otherwise raise
@@ -494,7 +506,7 @@ class PostgresStore:
                         f"{self._writer(latest)}; this state was read at serial {state.serial}); refusing "
                         "to overwrite it: run the command again"
                     )
-            self._insert(conn, saved, text, command)
+            self._insert(conn, saved, text, self._command if command is None else command)
         return saved
 
     @_translated("discard the state")
@@ -547,8 +559,8 @@ class PostgresStore:
         return pushed
 
     @_translated("read the state history")
-    def history(self) -> list[dict[str, Any]]:
-        """Every state saved, newest first: ``{serial, time, command, host, user, run_url, counts}``."""
+    def history(self) -> list[StateVersion]:
+        """Every state saved, newest first."""
         with self._connection() as conn:
             rows = conn.execute(
                 self._q(
@@ -558,15 +570,10 @@ class PostgresStore:
                 (self.environment,),
             ).fetchall()
         return [
-            {
-                "serial": serial,
-                "time": _iso(time_),
-                "command": command,
-                "host": host,
-                "user": user,
-                "run_url": url,
-                "counts": loads_json(counts),
-            }
+            StateVersion(
+                serial=serial, time=_iso(time_) or "", command=command, host=host, user=user, run_url=url,
+                counts=MappingProxyType(loads_json(counts)),
+            )
             for serial, time_, command, host, user, url, counts in rows
         ]
 
@@ -586,10 +593,13 @@ class PostgresStore:
     @contextlib.contextmanager
     def _locked(self, command: str, timeout: float | None) -> Iterator[None]:
         conn = self._lock_connection()
+        outer = self._command
         try:
             self._acquire(conn, command, timeout)
+            self._command = command
             yield
         finally:
+            self._command = outer
             with contextlib.suppress(psycopg.Error):  # a session ended by force-unlock has nothing to release
                 conn.execute(
                     self._q("DELETE FROM {schema}.locks WHERE environment = %s AND backend_pid = pg_backend_pid()"),
@@ -606,6 +616,7 @@ class PostgresStore:
 
     @_translated("take the state lock")
     def _acquire(self, conn: psycopg.Connection[tuple[Any, ...]], command: str, timeout: float | None) -> None:
+        me = LockInfo.current(command)
         started = time.monotonic()
         wait = max(timeout or 0.0, 0.0)
         while True:
@@ -624,7 +635,7 @@ class PostgresStore:
                 " pid = EXCLUDED.pid, os_user = EXCLUDED.os_user, since = EXCLUDED.since,"
                 " run_url = EXCLUDED.run_url, backend_pid = EXCLUDED.backend_pid"
             ),
-            (self.environment, command, socket.gethostname(), os.getpid(), _os_user(), run_url()),
+            (self.environment, me.command, me.host, me.pid, me.user, me.run_url),
         )
 
     def _holder_pid(self, conn: psycopg.Connection[tuple[Any, ...]]) -> int | None:
@@ -637,7 +648,7 @@ class PostgresStore:
         ).fetchone()
         return int(row[0]) if row else None
 
-    def _read_row(self, conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, Any] | None:
+    def _read_row(self, conn: psycopg.Connection[tuple[Any, ...]]) -> LockInfo | None:
         row = conn.execute(
             self._q(
                 "SELECT command, host, pid, os_user, since, run_url, backend_pid FROM {schema}.locks"
@@ -648,10 +659,9 @@ class PostgresStore:
         if row is None:
             return None
         command, host, pid, user, since, url, backend_pid = row
-        return {
-            "command": command, "host": host, "pid": pid, "user": user, "time": _iso(since),
-            "run_url": url, "backend_pid": backend_pid,
-        }
+        return LockInfo(
+            command=command, host=host, pid=pid, user=user, time=_iso(since), run_url=url, backend_pid=backend_pid,
+        )
 
     def _held_message(self, waited: float) -> str:
         """Who holds the lock, waiting up to 2 s for the holder's row (it writes it just after locking)."""
@@ -660,28 +670,24 @@ class PostgresStore:
             while True:
                 holder = self._holder_pid(conn)
                 info = self._read_row(conn)
-                if holder is None or (info is not None and info["backend_pid"] == holder):
+                if holder is None or (info is not None and info.backend_pid == holder):
                     break
                 if time.monotonic() >= deadline:
                     info = None  # a row left by an earlier holder says nothing about this one
                     break
                 time.sleep(_LOCK_POLL_SECONDS)
         if info is not None:
-            holder_text = f"{info['command'] or 'another run'} (pid {info['pid']} on {info['host']}"
-            holder_text += f", user {info['user']})" if info.get("user") else ")"
-            since = f" since {info['time']}" if info.get("time") else ""
-            run = f", run {info['run_url']}" if info.get("run_url") else ""
+            holder_text = info.describe()
         else:
             holder_text = "another run" + (f" (server session {holder}, which has not said who it is)" if holder else "")
-            since = run = ""
         after = f" after waiting {waited:g} s" if waited > 0 else ""
         return (
-            f"the state in {self.display} is locked by {holder_text}{since}{run}{after}; wait for it, retry "
+            f"the state in {self.display} is locked by {holder_text}{after}; wait for it, retry "
             "with --lock-timeout SECONDS, or if no such run is alive, run `invoicesync force-unlock`"
         )
 
     @_translated("read the state lock")
-    def read_lock_info(self) -> dict[str, Any] | None:
+    def read_lock_info(self) -> LockInfo | None:
         """What the ``locks`` row says about the holder (command, host, pid, user, time, run_url,
         backend_pid), or None when there is none. The row of a run killed by SIGKILL outlives its lock."""
         with self._connection() as conn:
@@ -694,7 +700,7 @@ class PostgresStore:
             return self._holder_pid(conn) is not None
 
     @_translated("force-unlock the state")
-    def force_unlock(self) -> dict[str, Any] | None:
+    def force_unlock(self) -> LockInfo | None:
         """End the session holding the lock, remove the ``locks`` row, and return what it said (None when nothing).
 
         The caller says whose lock it is first (``read_lock_info``). The holder's session is ended

@@ -2,7 +2,9 @@
 
 Owns the terminal side of ``operations.Hooks`` (Terraform's ``command/views``): a progress bar on
 a terminal, one line per finished change in a CI log; a countdown while a settle window is open;
-the "yes" prompt. Decides nothing: what to show comes from ``operations`` and ``render``.
+the "yes" prompt; and the short texts of the commands around the state (``state history``,
+``environments``, ``force-unlock``, the command that applies a saved plan). Decides nothing: what
+to show comes from ``operations`` and ``render``.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,7 +26,13 @@ from invoicesync.errors import Cancelled, UsageError
 from invoicesync.plan import Action, Outcome, Plan
 from invoicesync.render import render_outcome
 
-__all__ = ["confirm", "countdown", "echo", "hooks", "is_terminal", "progress"]
+if TYPE_CHECKING:
+    from invoicesync.state.postgres import StateVersion
+
+__all__ = [
+    "apply_command", "confirm", "countdown", "echo", "environments", "history", "hooks", "is_terminal", "progress",
+    "unlocked",
+]
 
 
 def echo(text: str, *, err: bool = False) -> None:
@@ -147,3 +158,56 @@ async def progress(plan: Plan, settle: float, *, json: bool, no_color: bool) -> 
         yield operations.Progress(line, wait_line)
     finally:
         ticker.cancel()
+
+
+# --- the commands around the state ------------------------------------------------------------------------------
+
+
+def apply_command(directory: Path | None, env: str | None, var: Sequence[str], var_file: Sequence[Path],
+                  planfile: Path) -> str:
+    """The command that applies a saved plan: the same workspace, environment and variables."""
+    words = ["invoicesync", *(["-C", str(directory)] if directory is not None else []), "apply"]
+    words += ["-e", env] if env else []
+    for value in var:
+        words += ["--var", value]
+    for path in var_file:
+        words += ["--var-file", str(path)]
+    return shlex.join([*words, str(planfile)])
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def history(versions: Sequence[StateVersion]) -> str:
+    """``state history``: one line per serial, newest first."""
+    if not versions:
+        return "No state saved yet."
+    rows = [("SERIAL", "TIME", "COMMAND", "WHO", "INVOICES", "RETIRED")]
+    for v in versions:
+        who = f"{v.user or '?'}@{v.host or '?'}" + (f" {v.run_url}" if v.run_url else "")
+        rows.append((str(v.serial), v.time, v.command or "-", who, str(v.counts.get("invoices", 0)),
+                     str(v.counts.get("retired", 0))))
+    return _table(rows)
+
+
+def environments(summaries: Sequence[operations.EnvironmentSummary]) -> str:
+    """``environments``: name (``*`` the one used without -e), endpoint, backend, state serial."""
+    rows = [("", "ENVIRONMENT", "ENDPOINT", "BACKEND", "SERIAL")]
+    problems = []
+    for s in summaries:
+        serial = "error" if s.problem else ("no state yet" if s.serial is None else str(s.serial))
+        rows.append(("*" if s.chosen else "", s.name, s.endpoint, s.backend, serial))
+        if s.problem:
+            problems.append(f"{s.name}: {s.problem}")
+    return _table(rows) + "".join(f"\n\n{p}" for p in problems)
+
+
+def unlocked(result: operations.Unlocked) -> str:
+    """What ``force-unlock`` did."""
+    if result.holder is None:
+        return "There was no lock."
+    if result.ended_session:
+        return f"Ended the session of {result.holder.describe()}; the lock is free."
+    return f"Removed the lock left by {result.holder.describe()} (no live run held it)."

@@ -16,32 +16,18 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import SandboxServer, Workspace
+from tests.e2e.specs import load
 
 SEEDS = list(range(1, 21))
 INVOICES = 24
 TOTALS: Counter[str] = Counter()
 
 
-def _specs(n: int) -> str:
-    lines = ["defaults:", "  entity: 54", "  client: 33974", "  terms: net_15", "invoices:"]
-    for i in range(n):
-        lines += [
-            f"  inv-{i:03d}:",
-            f"    invoice_date: 2025-09-{1 + i % 28:02d}",
-            "    lines:",
-            "      - product: 2546",
-            f"        description: Support, seat {i}",
-            f"        quantity: {1 + i % 4}",
-            "        rate: 12.5",
-        ]
-    return "\n".join(lines) + "\n"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_every_invoice_exists_exactly_once_after_faults_and_kills(seed: int, workspace: Workspace, sandbox_server: SandboxServer) -> None:
     rng = random.Random(seed)
-    workspace.write("specs/load.yaml", _specs(INVOICES))
+    workspace.write("specs/load.yaml", load(INVOICES))
     sandbox_server.set_faults(latency_ms=10, fail_rate=0.15, throttle_rate=0.1, drop_rate=0.15, seed=seed, retry_after=0)
     workspace.env["INVOICESYNC_RETRY_BASE"] = "0.01"
     journal = workspace.root / "state" / "e2e.journal"

@@ -9,19 +9,11 @@ from typing import Any
 from invoicesync.client import InvoiceLookup
 from invoicesync.models import dumps_json, loads_json
 from tests.e2e.conftest import SandboxServer, Workspace
+from tests.e2e.specs import ONE as ONE_TEMPLATE
 
-ONE = """\
-invoices:
-  inv-a:
-    entity: 54
-    client: 33973
-    invoice_date: 2025-07-01
-    terms: net_30
-    invoice_number: A-1
-    lines:
-      - {product: 2545, description: Seat, quantity: 1, rate: 40}
-"""
-SECOND = """\
+ONE = ONE_TEMPLATE.replace("{extra}", "")
+
+LATER = """\
   inv-b:
     entity: 54
     client: 33974
@@ -114,7 +106,7 @@ def test_recovery_waits_out_the_window_and_adopts_a_create_that_lands_late(works
     _with_settle(workspace, 3)
     workspace.write("specs/a.yaml", ONE)
     assert workspace.run("apply", "--auto-approve").exit_code == 0
-    workspace.write("specs/a.yaml", ONE + SECOND)
+    workspace.write("specs/a.yaml", ONE + LATER)
     body = _lost_create(workspace)
     lander = _land_later(sandbox_server, body, 1.0)  # after recovery's first look-up, inside the window
     started = time.monotonic()
@@ -134,7 +126,7 @@ def test_without_a_window_the_late_create_becomes_a_second_invoice(workspace: Wo
     _with_settle(workspace, 0)
     workspace.write("specs/a.yaml", ONE)
     assert workspace.run("apply", "--auto-approve").exit_code == 0
-    workspace.write("specs/a.yaml", ONE + SECOND)
+    workspace.write("specs/a.yaml", ONE + LATER)
     body = _lost_create(workspace)
     lander = _land_later(sandbox_server, body, 1.0)
     assert workspace.run("apply", "--auto-approve").exit_code == 0
@@ -146,7 +138,7 @@ def test_an_offline_plan_never_waits_on_an_unsettled_journal(workspace: Workspac
     _with_settle(workspace, 600)
     workspace.write("specs/a.yaml", ONE)
     assert workspace.run("apply", "--auto-approve").exit_code == 0
-    workspace.write("specs/a.yaml", ONE + SECOND)
+    workspace.write("specs/a.yaml", ONE + LATER)
     _lost_create(workspace)
     workspace.env["CAMPFIRE_BASE_URL"] = "http://127.0.0.1:9"  # a dead server: reading must not need it
     started = time.monotonic()

@@ -13,28 +13,8 @@ from invoicesync.client import CampfireClient, InvoiceLookup
 from invoicesync.errors import ApiError
 from invoicesync.models import loads_json
 from tests.e2e.conftest import API_KEY, SandboxServer, Workspace
+from tests.e2e.specs import ONE, SECOND
 
-ONE = """\
-invoices:
-  inv-a:
-    entity: 54
-    client: 33973
-    invoice_date: 2025-07-01
-    terms: net_30
-    invoice_number: A-1
-    lines:
-      - {product: 2545, description: Seat, quantity: 1, rate: 40}
-{extra}"""
-SECOND = """\
-  inv-b:
-    entity: 54
-    client: 33974
-    invoice_date: 2025-07-01
-    terms: net_30
-    invoice_number: B-1
-    lines:
-      - {product: 2546, description: Support, quantity: 1, rate: 25}
-"""
 
 
 def _sandbox_workspace(tmp_path: Path, capsys: Any) -> Workspace:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import SandboxServer, Workspace
+from tests.e2e.specs import load
 from tests.gateway import Gateway
 
 GATEWAY_TIMEOUT = 0.3
@@ -41,22 +42,6 @@ settle = {settle}
 """
 
 
-def _specs(n: int) -> str:
-    lines = ["defaults:", "  entity: 54", "  client: 33974", "  terms: net_15", "invoices:"]
-    for i in range(n):
-        lines += [
-            f"  inv-{i:03d}:",
-            f"    invoice_date: 2025-10-{1 + i % 28:02d}",
-            f"    invoice_number: SETTLE-{i:03d}",
-            "    lines:",
-            "      - product: 2546",
-            f"        description: Support, seat {i}",
-            f"        quantity: {1 + i % 4}",
-            "        rate: 12.5",
-        ]
-    return "\n".join(lines) + "\n"
-
-
 @pytest.fixture
 def gateway(sandbox_server: SandboxServer) -> Iterator[Gateway]:
     proxy = Gateway(sandbox_server.url, gateway_timeout=GATEWAY_TIMEOUT, commit_min=COMMIT_MIN, commit_max=COMMIT_MAX,
@@ -67,7 +52,7 @@ def gateway(sandbox_server: SandboxServer) -> Iterator[Gateway]:
 
 def _use_gateway(workspace: Workspace, gateway: Gateway, *, settle: float, invoices: int = INVOICES) -> None:
     workspace.write("pyproject.toml", CONFIG.format(url=gateway.url, settle=settle))
-    workspace.write("specs/settle.yaml", _specs(invoices))
+    workspace.write("specs/settle.yaml", load(invoices, month=10, number_prefix="SETTLE"))
     # Quick resends: a tool that sends a create again soon after its look-up is caught at once.
     workspace.env["INVOICESYNC_RETRY_BASE"] = "0.01"
 

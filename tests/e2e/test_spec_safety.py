@@ -106,3 +106,15 @@ def test_string_fields_keep_yaml_1_1_numbers_as_written_in_the_plan(offline: Wor
     assert result.exit_code == 0, result.output
     (change,) = json.loads(result.stdout)["changes"]
     assert (change["body"]["invoice_number"], change["body"]["purchase_order_number"]) == ("000123", "12:30")
+
+
+# --- template size bombs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["'{0:{1}}'.format('a', '999999999')", "'%999999999s' % 'x'", "'{:999999999}'.format(1)", "'x'|center(999999999)"],
+)
+def test_a_template_asking_for_gigabytes_is_refused_at_its_line(offline: Workspace, expression: str) -> None:
+    offline.write("specs/acme.yaml.j2", ACME.replace("rate: 50", "rate: 50\n        tax_description: {{ " + expression + " }}"))
+    _assert_spec_error(offline, "specs/acme.yaml.j2:15: refused by the template sandbox")

@@ -1,6 +1,7 @@
 """Spec files: from the files under ``specs/`` to validated, located :class:`DesiredInvoice` values.
 
-Owns: finding spec files (recursively, sorted by path), template variables (environment ``vars``,
+Owns: finding spec files (recursively, sorted by path; symbolic links followed only while they stay
+inside the workspace, and never read when they leave it), template variables (environment ``vars``,
 ``var_files``, ``--var-file``, ``--var``), Jinja2 rendering of ``*.j2`` files in a sandbox with
 ``StrictUndefined`` and no loader, YAML parsing (safe, bounded, floats read as ``Decimal``, numbers
 written in YAML 1.1-only forms such as ``000123``, ``12:30``, ``0x1F`` or ``1_000`` kept as the text
@@ -1222,10 +1223,10 @@ class _Loader:
         variables = self._variables(var_files, cli_vars)
         files = self._find_files()
         rels: list[str] = []
-        for path in files:
+        for path, target in files:
             rel = self.settings.relative(path)
             rels.append(rel)
-            text = self._read(path, rel)
+            text = self._read(target, rel)
             if text is None:
                 continue
             if path.name.endswith(".j2"):
@@ -1242,23 +1243,74 @@ class _Loader:
 
     # -- files and variables
 
-    def _find_files(self) -> list[Path]:
+    def _find_files(self) -> list[tuple[Path, Path]]:
+        """The spec files under the spec folder, sorted: each as ``(path shown, path read)``.
+
+        Symbolic links (to files or folders) are followed while they lead to a place inside the
+        workspace. One leading out of it, or to a folder that contains it (a loop), is an error, and
+        nothing it leads to is read. Links to files that are not spec files are never looked at.
+        """
         specs_dir = self.settings.specs_dir
         rel_dir = self.settings.relative(specs_dir)
-        found: list[tuple[str, Path]] = []
-        if specs_dir.is_dir():
-            for folder, dirs, names in os.walk(specs_dir):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                for name in names:
-                    if name.startswith(".") or not name.endswith((".yaml", ".yml", ".j2")):
+        found: list[tuple[str, Path, Path]] = []
+        problems: list[SpecError] = []
+        root = os.path.realpath(self.settings.root)
+
+        def walk(folder: Path, prefix: str, open_folders: tuple[str, ...]) -> None:
+            try:
+                with os.scandir(folder) as scan:
+                    entries = sorted(scan, key=lambda entry: entry.name)
+            except OSError as exc:
+                problems.append(
+                    SpecError(SourceLocation(self.settings.relative(folder)), f"cannot read the folder: {exc.strerror or exc}")
+                )
+                return
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                path = Path(folder, name)
+                is_spec = name.endswith((".yaml", ".yml", ".j2"))
+                is_dir = entry.is_dir()  # follows a link: a stat of its target, never a read
+                target = path
+                if entry.is_symlink():
+                    if not is_spec and not is_dir:
                         continue
-                    path = Path(folder, name)
-                    found.append((path.relative_to(specs_dir).as_posix(), path))
+                    real = os.path.realpath(path)
+                    if not _within(real, root):
+                        problems.append(
+                            self._refused_link(
+                                path, real, "outside the workspace", "spec files are read only from inside the workspace"
+                            )
+                        )
+                        continue
+                    if is_dir and any(_within(folder_real, real) for folder_real in open_folders):
+                        problems.append(
+                            self._refused_link(path, real, "a folder that contains it", "following it would loop")
+                        )
+                        continue
+                    target = Path(real)
+                if is_dir:
+                    walk(path, f"{prefix}{name}/", (*open_folders, os.path.realpath(target)))
+                elif is_spec:
+                    found.append((f"{prefix}{name}", path, target))
+
+        if specs_dir.is_dir():
+            walk(specs_dir, "", (os.path.realpath(specs_dir),))
+        self.errors.extend(problems)
         if not found:
             why = "has no spec files (*.yaml, *.yml, *.j2)" if specs_dir.is_dir() else "does not exist"
-            raise SpecErrors([SpecError(SourceLocation(rel_dir), f"the spec folder {why}; nothing to plan")])
+            raise SpecErrors([*problems, SpecError(SourceLocation(rel_dir), f"the spec folder {why}; nothing to plan")])
         found.sort(key=lambda item: item[0])
-        return [path for _rel, path in found]
+        return [(path, target) for _rel, path, target in found]
+
+    def _refused_link(self, link: Path, real: str, where: str, why: str) -> SpecError:
+        try:
+            written = os.readlink(link)
+        except OSError:
+            written = real
+        leads = written if written == real else f"{written} (which leads to {real})"
+        return SpecError(SourceLocation(self.settings.relative(link)), f"a symbolic link to {leads}, {where}; refused ({why})")
 
     def _read(self, path: Path, rel: str) -> str | None:
         try:
@@ -1584,6 +1636,11 @@ def _settle_as_written(data: dict[str, Any], error: Any, refused: set[tuple[Any,
         return out
 
     return settle_fields(data, _BODY_KINDS, ())
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether the real path ``path`` is ``folder`` or inside it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _is_null(node: yaml.Node) -> bool:

@@ -555,3 +555,57 @@ def test_a_typo_under_defaults_is_reported_once_naming_every_invoice(tmp_path: P
         "specs/a.yaml:3: invoices \"a\", \"b\": curency: unknown field 'curency' (did you mean 'currency'?)\n"
         "1 error in spec files."
     )
+
+
+# --- symbolic links and files that are not text --------------------------------------------------------
+
+ONE = "invoices:\n  {name}: {{entity: 54, invoice_date: 2025-07-01, terms: net_5, lines: [{{rate: 1}}]}}\n"
+
+
+def test_symlinks_inside_the_workspace_keep_working(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    build_file_tree(ws, {"invoicesync.toml": "", "shared/b.yaml": ONE.format(name="b"), "library/c.yaml": ONE.format(name="c")})
+    (ws / "specs").mkdir()
+    (ws / "specs" / "b.yaml").symlink_to("../shared/b.yaml")
+    (ws / "specs" / "lib").symlink_to(ws / "library", target_is_directory=True)
+    loaded = load_specs(load_settings(ws, environ={}))
+    assert [inv.address for inv in loaded.invoices] == ["b", "c"]
+    assert loaded.files == ("specs/b.yaml", "specs/lib/c.yaml")
+    assert str(loaded.invoices[1].location) == "specs/lib/c.yaml:2"
+
+
+def test_a_symlink_to_a_folder_that_contains_it_is_refused_not_followed_forever(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    build_file_tree(ws, {"invoicesync.toml": "", "specs/a.yaml": ONE.format(name="a"), "library/c.yaml": ONE.format(name="c")})
+    (ws / "specs" / "lib").symlink_to("../library", target_is_directory=True)
+    (ws / "library" / "back").symlink_to("../specs", target_is_directory=True)
+    (ws / "specs" / "up").symlink_to("..", target_is_directory=True)
+    with pytest.raises(SpecErrors) as caught:
+        load_specs(load_settings(ws, environ={}))
+    assert [str(e) for e in caught.value.errors] == [
+        f"specs/lib/back: a symbolic link to ../specs (which leads to {ws / 'specs'}), a folder that contains it; "
+        "refused (following it would loop)",
+        f"specs/up: a symbolic link to .. (which leads to {ws}), a folder that contains it; refused (following it would loop)",
+    ]
+
+
+def test_symlinks_out_of_the_workspace_are_refused_unread(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    build_file_tree(outside, {"secret.yaml": "not: [valid yaml", "dir/x.yaml": ONE.format(name="x")})
+    ws = tmp_path / "ws"
+    build_file_tree(ws, {"invoicesync.toml": "", "specs/a.yaml": ONE.format(name="a")})
+    (ws / "specs" / "evil.yaml").symlink_to(outside / "secret.yaml")
+    (ws / "specs" / "relative.yaml.j2").symlink_to("../../outside/secret.yaml")
+    (ws / "specs" / "dir").symlink_to(outside / "dir", target_is_directory=True)
+    (ws / "specs" / "hop.yaml").symlink_to("relative.yaml.j2")  # a link to a link that leaves
+    (ws / "specs" / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    (ws / "specs" / "notes.txt").symlink_to(outside / "secret.yaml")  # not a spec file: never looked at
+    with pytest.raises(SpecErrors) as caught:
+        load_specs(load_settings(ws, environ={}))
+    assert [str(e) for e in caught.value.errors] == [
+        f"specs/dir: a symbolic link to {outside / 'dir'}, outside the workspace; refused (spec files are read only from inside the workspace)",
+        f"specs/evil.yaml: a symbolic link to {outside / 'secret.yaml'}, outside the workspace; refused (spec files are read only from inside the workspace)",
+        f"specs/gone.yaml: a symbolic link to {tmp_path / 'nowhere.yaml'}, outside the workspace; refused (spec files are read only from inside the workspace)",
+        f"specs/hop.yaml: a symbolic link to relative.yaml.j2 (which leads to {outside / 'secret.yaml'}), outside the workspace; refused (spec files are read only from inside the workspace)",
+        f"specs/relative.yaml.j2: a symbolic link to ../../outside/secret.yaml (which leads to {outside / 'secret.yaml'}), outside the workspace; refused (spec files are read only from inside the workspace)",
+    ]

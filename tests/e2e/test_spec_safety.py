@@ -118,3 +118,31 @@ def test_string_fields_keep_yaml_1_1_numbers_as_written_in_the_plan(offline: Wor
 def test_a_template_asking_for_gigabytes_is_refused_at_its_line(offline: Workspace, expression: str) -> None:
     offline.write("specs/acme.yaml.j2", ACME.replace("rate: 50", "rate: 50\n        tax_description: {{ " + expression + " }}"))
     _assert_spec_error(offline, "specs/acme.yaml.j2:15: refused by the template sandbox")
+
+
+# --- symbolic links ------------------------------------------------------------------------------------
+
+
+def test_a_spec_symlink_out_of_the_workspace_is_refused_unread(offline: Workspace, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "acme.yaml").write_text("this: [would not even parse\n")
+    offline.write("specs/ok.yaml", ACME)
+    (offline.root / "specs" / "stolen.yaml").symlink_to(outside / "acme.yaml")
+    (offline.root / "specs" / "more").symlink_to(outside, target_is_directory=True)
+    results = _assert_spec_error(
+        offline,
+        f"specs/more: a symbolic link to {outside}, outside the workspace; refused",
+        f"specs/stolen.yaml: a symbolic link to {outside / 'acme.yaml'}, outside the workspace; refused",
+    )
+    for result in results:
+        assert "would not even parse" not in result.output and "YAML" not in result.output
+
+
+def test_a_spec_symlink_inside_the_workspace_keeps_working(offline: Workspace) -> None:
+    offline.write("shared/acme.yaml", ACME)
+    (offline.root / "specs" / "acme.yaml").symlink_to("../shared/acme.yaml")
+    assert offline.run("validate").exit_code == 0
+    result = offline.run("plan", "--refresh=false")
+    assert result.exit_code == 0, result.output
+    assert "acme-2025-07" in result.stdout

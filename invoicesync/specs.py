@@ -1325,11 +1325,16 @@ class _Loader:
             )
             return None
         try:
-            return data.decode("utf-8-sig")
+            text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
             self.errors.append(SpecError(SourceLocation(rel, line), "file is not valid UTF-8 text"))
             return None
+        bad = _not_text(text)
+        if bad is not None:
+            self.errors.append(SpecError(SourceLocation(rel, bad[0]), _not_text_problem(bad[1], "a spec file")))
+            return None
+        return text
 
     def _template_env(self) -> ImmutableSandboxedEnvironment:
         if self._env is None:
@@ -1360,6 +1365,15 @@ class _Loader:
     def _load_document(self, text: str, rel: str) -> None:
         try:
             loader, root = _compose(text)
+        except yaml.reader.ReaderError as exc:
+            # A file's own text was checked when read: this character came from rendering a template.
+            bad = _not_text(text)
+            if bad is None:
+                self.errors.append(_yaml_error(exc, rel))
+            else:
+                problem = "contains a NUL byte" if bad[1] == "\0" else _not_text_problem(bad[1], "a spec file")
+                self.errors.append(SpecError(SourceLocation(rel, bad[0]), f"the rendered template {problem}"))
+            return
         except yaml.YAMLError as exc:
             self.errors.append(_yaml_error(exc, rel))
             return
@@ -1643,6 +1657,26 @@ def _within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+# What YAML (PyYAML and libyaml alike) refuses to read: C0 controls but tab and newlines, DEL, C1
+# controls but NEL, surrogates, U+FFFE and U+FFFF.
+_NOT_TEXT_RE = re.compile("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
+
+
+def _not_text(text: str) -> tuple[int, str] | None:
+    """The line and the first character of ``text`` that no text file holds (a NUL byte, a control character)."""
+    match = _NOT_TEXT_RE.search(text)
+    if match is None:
+        return None
+    return text.count("\n", 0, match.start()) + 1, match.group()
+
+
+def _not_text_problem(char: str, what: str) -> str:
+    if char == "\0":
+        return f"contains a NUL byte; {what} is text (is it a binary file?)"
+    kind = "control character" if ord(char) < 0xA0 else "character"
+    return f"contains the {kind} U+{ord(char):04X}, which {what} cannot contain"
+
+
 def _is_null(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag == _NULL
 
@@ -1754,9 +1788,15 @@ def _read_var_file(path: Path, rel: str) -> dict[str, Any]:
     if len(data) > MAX_SPEC_BYTES:
         raise SpecError(SourceLocation(rel), f"var file is larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB")
     try:
-        value = _yaml_load_small(data.decode("utf-8-sig"))
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SpecError(SourceLocation(rel), "var file is not valid UTF-8 text") from exc
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError(SourceLocation(rel, line), "var file is not valid UTF-8 text") from exc
+    bad = _not_text(text)
+    if bad is not None:
+        raise SpecError(SourceLocation(rel, bad[0]), _not_text_problem(bad[1], "a var file"))
+    try:
+        value = _yaml_load_small(text)
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, rel) from exc
     if value is None:

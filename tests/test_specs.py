@@ -609,3 +609,34 @@ def test_symlinks_out_of_the_workspace_are_refused_unread(tmp_path: Path) -> Non
         f"specs/hop.yaml: a symbolic link to relative.yaml.j2 (which leads to {outside / 'secret.yaml'}), outside the workspace; refused (spec files are read only from inside the workspace)",
         f"specs/relative.yaml.j2: a symbolic link to ../../outside/secret.yaml (which leads to {outside / 'secret.yaml'}), outside the workspace; refused (spec files are read only from inside the workspace)",
     ]
+
+
+def test_a_nul_byte_is_reported_at_its_line(tmp_path: Path) -> None:
+    files = {
+        "specs/a.yaml": b"invoices:\n  a:\n    entity: 54\x00\n",
+        "specs/b.yaml.j2": b"invoices: {}\n{# \x00 #}\n",
+        "specs/c.yaml": "invoices:\n  c:\n    note: \"bell \x07\"\n",
+        "specs/d.yaml": b"invoices:\n\n  d: \xff\xfe\n",
+    }
+    assert [str(e) for e in errors_of(tmp_path, files)] == [
+        "specs/a.yaml:3: contains a NUL byte; a spec file is text (is it a binary file?)",
+        "specs/b.yaml.j2:2: contains a NUL byte; a spec file is text (is it a binary file?)",
+        "specs/c.yaml:3: contains the control character U+0007, which a spec file cannot contain",
+        "specs/d.yaml:3: file is not valid UTF-8 text",
+    ]
+
+
+def test_a_template_that_renders_a_nul_byte_is_reported_at_the_rendered_line(tmp_path: Path) -> None:
+    files = {"specs/a.yaml.j2": "invoices:\n  a:\n    note: {{ nul }}\n"}
+    message = only_error(tmp_path, files, cli_vars=['nul="\\0"'])
+    assert message == "specs/a.yaml.j2:3: the rendered template contains a NUL byte"
+
+
+def test_a_nul_byte_in_a_var_file_is_reported_at_its_line(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"vars.yaml": b"a: 1\nb: \x002\n", "bad.yaml": b"a: 1\nb: \xc3\n"})
+    for name, expected in (
+        ("vars.yaml", "vars.yaml:2: contains a NUL byte; a var file is text (is it a binary file?)"),
+        ("bad.yaml", "bad.yaml:2: var file is not valid UTF-8 text"),
+    ):
+        message = only_error(tmp_path, {"specs/a.yaml": ONE.format(name="a")}, var_files=[Path(name)])
+        assert message == expected

@@ -146,3 +146,23 @@ def test_a_spec_symlink_inside_the_workspace_keeps_working(offline: Workspace) -
     result = offline.run("plan", "--refresh=false")
     assert result.exit_code == 0, result.output
     assert "acme-2025-07" in result.stdout
+
+
+# --- files that are not text ---------------------------------------------------------------------------
+
+
+def test_a_nul_byte_in_a_spec_file_is_reported_at_its_line(offline: Workspace) -> None:
+    (offline.root / "specs" / "acme.yaml").write_bytes(ACME.replace("USD", "US\0D").encode())
+    _assert_spec_error(offline, "Error: specs/acme.yaml:4: contains a NUL byte")
+
+
+def test_a_nul_byte_in_a_var_file_is_reported_at_its_line(offline: Workspace) -> None:
+    offline.write("specs/acme.yaml.j2", ACME.replace("rate: 50", "rate: {{ rate }}"))
+    (offline.root / "vars.yaml").write_bytes(b"# rates\nrate: 5\x000\n")
+    _assert_spec_error(offline, "Error: vars.yaml:2: contains a NUL byte", args=("--var-file", "vars.yaml"))
+
+
+def test_a_binary_file_named_like_a_spec_is_reported_not_parsed(offline: Workspace) -> None:
+    offline.write("specs/acme.yaml", ACME)
+    (offline.root / "specs" / "logo.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    _assert_spec_error(offline, "specs/logo.yaml:1: file is not valid UTF-8 text")

@@ -225,6 +225,17 @@ def test_history_keeps_every_serial_with_who_wrote_it(store: PostgresStore, monk
     assert set(history[0].to_dict()) == {"serial", "time", "command", "host", "user", "run_url", "counts"}
 
 
+def test_saves_under_a_lock_record_the_command_holding_it(store: PostgresStore) -> None:
+    with store.lock("apply"):
+        state = store.save(new_state(ENV))
+        state = store.save(state)
+    store.save(state)  # no lock held: nothing to say
+    with store.lock("import"):
+        store.save(store.load(), command="state push")  # an explicit command wins
+    assert [(h.serial, h.command) for h in store.history()] == [(4, "state push"), (3, ""), (2, "apply"), (1, "apply")]
+    assert store.history()[0].to_dict()["counts"] == {"invoices": 0, "retired": 0}
+
+
 def test_discard_removes_the_state_and_its_history(store: PostgresStore) -> None:
     store.save(new_state(ENV))
     store.discard()

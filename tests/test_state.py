@@ -367,6 +367,22 @@ def test_unreadable_lock_content_is_reported_raw(store: StateStore) -> None:
     assert info.describe() == "another run (its lock file says 'garbage')"
 
 
+def test_lock_info_round_trips_and_describes_its_holder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI_JOB_URL", "https://gitlab.example/acme/invoices/-/jobs/7")
+    me = LockInfo.current("apply")
+    assert (me.command, me.pid, me.host, me.user) == ("apply", os.getpid(), socket.gethostname(), os_user())
+    assert me.run_url == "https://gitlab.example/acme/invoices/-/jobs/7" and me.time and me.time.endswith("+00:00")
+    assert LockInfo.from_mapping(json.loads(json.dumps(me.to_dict()))) == me
+    info = LockInfo(command="apply", host="runner-7", pid=4242, user="ci", time="2025-07-25T18:54:43+00:00",
+                    run_url="https://ci.example/runs/9")
+    assert info.describe() == (
+        "apply (pid 4242 on runner-7, user ci) since 2025-07-25T18:54:43+00:00, run https://ci.example/runs/9"
+    )
+    assert LockInfo(command="plan", pid=1, host="h").describe() == "plan (pid 1 on h)"
+    assert LockInfo().describe() == "another run" and not LockInfo().known
+    assert LockInfo.from_mapping({"pid": "12", "command": 3, "host": None, "extra": 1}) == LockInfo(command="3", pid=12)
+
+
 # --- journal ---------------------------------------------------------------------------------------
 
 

@@ -1048,7 +1048,7 @@ class _SpecYamlMixin(_LoaderMixinBase):
         if tag == _STR:
             return node.value
         if tag == _INT:
-            return self.construct_yaml_int(node)
+            return self._int(node)
         if tag == _FLOAT:
             try:
                 return _decimal_from_yaml(node.value)
@@ -1068,9 +1068,7 @@ class _SpecYamlMixin(_LoaderMixinBase):
         if tag == _WRITTEN_INT or tag == _WRITTEN_OCTAL:
             self.written += 1
             text = node.value
-            if tag == _WRITTEN_OCTAL:
-                return _as_written(text, int(text.replace("_", "").replace("0o", "", 1), 8), octal_0o=True)
-            return _as_written(text, self.construct_yaml_int(node))
+            return _as_written(text, self._int(node), octal_0o=tag == _WRITTEN_OCTAL)
         if tag == _WRITTEN_FLOAT:
             self.written += 1
             try:
@@ -1080,6 +1078,21 @@ class _SpecYamlMixin(_LoaderMixinBase):
         if not isinstance(node, yaml.ScalarNode):  # pragma: no cover
             self.fail(node, "a plain value was expected")
         self.fail(node, f"unsupported YAML tag {tag}")
+
+
+    def _int(self, node: yaml.ScalarNode) -> int:
+        """A whole number, YAML 1.1's way; one too long to write out in decimal is an error, not a crash."""
+        try:
+            if node.tag == _WRITTEN_OCTAL:
+                number = int(node.value.replace("_", "").replace("0o", "", 1), 8)
+            else:
+                number = self.construct_yaml_int(node)
+        except ValueError:  # more than sys.get_int_max_str_digits() decimal digits
+            number = None
+        # Python writes out at most 4300 digits (about 14,000 bits) of a number; no spec needs nearly as many.
+        if not isinstance(number, int) or number.bit_length() > 14_000:
+            self.fail(node, f"a number with too many digits ({len(node.value)} characters); a spec never needs so many")
+        return number
 
 
 def _written_tag(value: str, tag: str) -> str:
@@ -1716,7 +1729,10 @@ def _derive_amount(line: Any, index: int, error: Any) -> Any:
     quantity = Decimal(1) if raw_quantity is None else _as_decimal(raw_quantity)
     if quantity is None:
         return line
-    product = _EXACT.multiply(quantity, rate)
+    try:
+        product = _EXACT.multiply(quantity, rate)
+    except ArithmeticError:
+        return line  # 1.0E+999999999: the range check of quantity or rate says so
     given = line.get("amount")
     if given is None:
         return {**line, "amount": product}

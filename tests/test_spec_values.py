@@ -285,3 +285,21 @@ def test_a_var_that_lands_in_a_number_field_is_refused_at_the_rendered_line(tmp_
         'specs/a.yaml.j2:6: invoice "a": lines[0].rate: 1:30 is not a number (YAML 1.1 would read it as '
         "sexagesimal 90); write 90 or quote it if you mean text"
     ]
+
+
+# --- numbers too large to be read ---------------------------------------------------------------------
+
+
+def test_a_whole_number_with_thousands_of_digits_is_a_located_error(tmp_path: Path) -> None:
+    digits = "1" * 5000
+    for line in (f"rate: {digits}", f"rate: 2\nquantity: 0{'7' * 5000}"):
+        message = messages(tmp_path, invoice("", line))
+        assert len(message) == 1 and message[0].startswith("specs/a.yaml:"), message
+        assert "too many digits" in message[0]
+
+
+def test_a_huge_exponent_is_out_of_range_not_a_crash(tmp_path: Path) -> None:
+    assert messages(tmp_path, invoice("", "rate: 1.0E+999999999\nquantity: 2.0E+999999999")) == [
+        'specs/a.yaml:7: invoice "a": lines[0].rate: 1.0E+999999999 is out of range: must be < 10000000000000',
+        'specs/a.yaml:8: invoice "a": lines[0].quantity: 2.0E+999999999 is out of range: must be < 10000000000000000',
+    ]

@@ -108,6 +108,16 @@ def test_string_fields_keep_yaml_1_1_numbers_as_written_in_the_plan(offline: Wor
     assert (change["body"]["invoice_number"], change["body"]["purchase_order_number"]) == ("000123", "12:30")
 
 
+def test_numbers_too_large_to_read_are_located_errors_not_crashes(offline: Workspace) -> None:
+    offline.write("specs/acme.yaml", ACME.replace("rate: 50", "rate: " + "9" * 5000).replace("quantity: 1", "quantity: 1.0E+999999999"))
+    _assert_spec_error(
+        offline,
+        "specs/acme.yaml:14: a number with too many digits (5000 characters)",
+    )
+    offline.write("specs/acme.yaml", ACME.replace("quantity: 1", "quantity: 1.0E+999999999"))
+    _assert_spec_error(offline, 'specs/acme.yaml:13: invoice "acme-2025-07": lines[0].quantity: 1.0E+999999999 is out of range')
+
+
 # --- template size bombs ---------------------------------------------------------------------------------
 
 

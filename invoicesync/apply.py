@@ -183,7 +183,7 @@ async def execute_plan(
 
 def _fold_and_save(store: Backend, state: State) -> State:
     """Fold the run's journal into the state and save it, unless the run changed nothing (the serial stays)."""
-    folded, pending = fold_journal(state, store.read_journal())
+    folded, pending = fold_journal(state, store.read_journal(), allow_duplicate_ids=store.allow_duplicate_ids)
     saved = store.save(folded) if folded != state else state
     if not pending:
         store.remove_journal()

@@ -19,7 +19,7 @@ import click
 
 from invoicesync import __version__, operations, views
 from invoicesync.config import Settings, load_settings
-from invoicesync.errors import InvoiceSyncError, UsageError
+from invoicesync.errors import InvoiceSyncError, NotFoundError, UsageError
 from invoicesync.models import dumps_json
 from invoicesync.plan import Plan, has_changes, load_plan, save_plan
 from invoicesync.render import render_apply_result, render_plan, render_show
@@ -248,7 +248,7 @@ def import_cmd(ctx: click.Context, /, address: str, invoice_id: int | None, invo
     specs = opts.specs(settings)
     desired = next((d for d in specs.invoices if d.address == address), None)
     if desired is None:
-        raise InvoiceSyncError(f'"{address}" is not declared in the specs: declare it first, then import it.')
+        raise NotFoundError(f'"{address}" is not declared in the specs: declare it first, then import it.')
     adopted = operations.import_invoice(settings, desired, views.hooks(), invoice_id=invoice_id,
                                         invoice_number=invoice_number, lock_timeout=_lock_timeout(lock_timeout))
     views.echo(f'Imported invoice {adopted} as "{address}". Run `invoicesync plan` to see how it differs from the spec.')
@@ -284,7 +284,7 @@ def state_show(ctx: click.Context, /, address: str, **kw: Any) -> int:
     opts = _options(ctx.find_root(), **kw)
     state = operations.read_state(opts.settings(), views.hooks())
     if address not in state.invoices:
-        raise InvoiceSyncError(f'the state has no "{address}" (see `invoicesync state list`).')
+        raise NotFoundError(f'the state has no "{address}" (see `invoicesync state list`).')
     views.echo(dumps_json(state.invoices[address].model_dump(), pretty=True))
     return 0
 

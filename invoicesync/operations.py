@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoicesync.config import Settings, load_all_settings, load_settings
-from invoicesync.errors import ApiConnectionError, ApiError, ConfigError, InvoiceSyncError, StateError
+from invoicesync.errors import ApiConnectionError, ApiError, ConfigError, InvoiceSyncError, NotFoundError, StateError
 from invoicesync.models import DesiredInvoice
 from invoicesync.plan import ApplyResult, Outcome, Plan, check_saved_plan, has_changes, make_plan, matching
 from invoicesync.specs import SpecSet
@@ -261,7 +261,7 @@ def read_state(settings: Settings, hooks: Hooks) -> State:
 def _read_state(store: Backend, hooks: Hooks) -> State:
     if not store.has_journal():
         return store.load()
-    folded, pending = fold_journal(store.load(), store.read_journal())
+    folded, pending = fold_journal(store.load(), store.read_journal(), allow_duplicate_ids=store.allow_duplicate_ids)
     note = "Including the outcomes an unfinished (interrupted or running) apply recorded in its journal"
     if pending:
         unresolved = sorted({r.address for r in pending})
@@ -515,9 +515,11 @@ def state_rm(settings: Settings, addresses: Sequence[str], hooks: Hooks, *, lock
         state = _recovered(settings, store, hooks)
         missing = [a for a in addresses if a not in state.invoices]
         if missing:
-            raise InvoiceSyncError("the state has no " + ", ".join(f'"{a}"' for a in missing) + "; nothing was changed.")
+            raise NotFoundError("the state has no " + ", ".join(f'"{a}"' for a in missing) + "; nothing was changed.")
         invoices = {a: r for a, r in state.invoices.items() if a not in addresses}
-        retired = state.retired + [r.id for a, r in state.invoices.items() if a in addresses and r.id not in state.retired]
+        kept = {r.id for r in invoices.values()}  # an id another address still holds is not let go
+        retired = state.retired + [r.id for a, r in state.invoices.items()
+                                   if a in addresses and r.id not in state.retired and r.id not in kept]
         store.save(state.model_copy(update={"invoices": invoices, "retired": retired}))
 
 
@@ -526,9 +528,9 @@ def state_mv(settings: Settings, old: str, new: str, hooks: Hooks, *, lock_timeo
     with closing(store_for(settings, repairing=True)) as store, store.lock("state mv", lock_timeout):
         state = _recovered(settings, store, hooks)
         if old not in state.invoices:
-            raise InvoiceSyncError(f'the state has no "{old}"; nothing was changed.')
+            raise NotFoundError(f'the state has no "{old}"; nothing was changed.')
         if new in state.invoices:
-            raise InvoiceSyncError(f'the state already has "{new}"; nothing was changed.')
+            raise StateError(f'the state already has "{new}"; nothing was changed.')
         invoices = {(new if a == old else a): r for a, r in state.invoices.items()}
         store.save(state.model_copy(update={"invoices": invoices}))
         return state.invoices[old].id

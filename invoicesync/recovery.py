@@ -50,7 +50,7 @@ async def recover(
         if store.has_journal():
             store.remove_journal()
         return state, 0
-    folded, unresolved = fold_journal(state, records)
+    folded, unresolved = fold_journal(state, records, allow_duplicate_ids=store.allow_duplicate_ids)
     if not unresolved:
         saved = store.save(folded)
         store.remove_journal()

@@ -54,6 +54,9 @@ class JournalWriter(Protocol):
 class Backend(Protocol):
     """Where one environment's state, journal and lock are kept."""
 
+    #: State surgery (``state rm``/``mv``) may load a state holding one invoice id under two addresses, to repair it.
+    allow_duplicate_ids: bool
+
     def exists(self) -> bool:
         """Whether a state has been saved."""
         ...

@@ -11,7 +11,7 @@ import pytest
 
 from invoicesync.client import CampfireClient, InvoiceLookup
 from invoicesync.errors import ApiError
-from invoicesync.models import loads_json
+from invoicesync.models import dumps_json, loads_json
 from tests.e2e.conftest import API_KEY, SandboxServer, Workspace
 from tests.e2e.specs import ONE, SECOND
 
@@ -211,3 +211,21 @@ def test_the_state_never_records_credentials_of_the_api_url(workspace: Workspace
     workspace.run("apply", "--auto-approve")
     text = (workspace.root / "state" / "e2e.json").read_text()
     assert "s3cret-pw" not in text and f'"endpoint": "http://{host_port}"' in text
+
+
+def test_a_state_with_one_id_under_two_addresses_is_refused_and_state_rm_repairs_it(
+    workspace: Workspace, sandbox_server: SandboxServer
+) -> None:
+    workspace.write("specs/a.yaml", ONE.replace("{extra}", SECOND))
+    assert workspace.run("apply", "--auto-approve").exit_code == 0
+    path = workspace.root / "state" / "e2e.json"
+    state = loads_json(path.read_text())
+    state["invoices"]["inv-b"]["id"] = state["invoices"]["inv-a"]["id"]  # a bad merge of two branches, say
+    path.write_text(dumps_json(state, pretty=True))
+    refused = workspace.run("plan")
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert '"inv-a" and "inv-b"' in refused.stderr and "invoicesync state rm" in refused.stderr
+    assert workspace.run("state", "rm", "inv-b").exit_code == 0
+    repaired = loads_json(path.read_text())
+    assert repaired["invoices"]["inv-a"]["id"] not in repaired["retired"]  # still held by inv-a: not let go
+    assert workspace.run("plan").exit_code == 0

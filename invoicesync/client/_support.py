@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import email.utils
 import html
-import ipaddress
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,8 +20,7 @@ import simplejson
 
 from invoicesync.errors import ApiError, ConfigError, flatten_drf_errors
 from invoicesync.models import dumps_json, loads_json
-
-_MAX_URL = 2048
+from invoicesync.urls import check_base_url, shown_url
 
 INVOICES_PATH = "/coa/api/v1/invoice/"
 
@@ -234,67 +232,16 @@ def _id_problem(item: Mapping[str, Any]) -> str | None:
     return None
 
 
-_URL_TEXT = re.compile(r"[A-Za-z0-9\-._~:/@!$&'()*+,;=%\[\]]*")  # RFC 3986 characters but '?' and '#'
-_HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-_HOST = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
-_SCHEME = re.compile(r"^https?://", re.IGNORECASE)
-_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-
-
-def _shown_url(text: str) -> str:
-    """A URL for a message: no user name or password (all before the last '@'), at most 100 characters, quoted."""
-    if "@" in text:
-        scheme, sep, _ = text.partition("://")
-        text = (scheme + sep if sep and "@" not in scheme else "") + "***@" + text.rpartition("@")[2]
-    return repr(_shorten(text, 100))
-
-
 def _base_url(value: str) -> httpx.URL:
     """The base URL checked (http(s), a valid host and port, no query or fragment) and without credentials.
 
     Raises ``ConfigError``: the CLI's config checks the same rules first, naming the variable or key.
     """
-    text = value.strip()
-
-    def bad(problem: str) -> ConfigError:
-        return ConfigError(f"base URL {_shown_url(text)} {problem}")
-
-    if len(text) > _MAX_URL:
-        raise ConfigError(f"base URL is too long ({len(text)} characters; at most {_MAX_URL})")
-    if not _SCHEME.match(text):
-        raise bad("must start with http:// or https://")
-    if "?" in text or "#" in text:
-        raise bad("must not have a query ('?...') or a fragment ('#...')")
-    if not _URL_TEXT.fullmatch(text):
-        raise bad("holds characters a URL cannot have (white space, control or non-ASCII characters; "
-                  "write an international host name in its xn-- form)")
-    if _BAD_PERCENT.search(text):
-        raise bad("has a '%' that is not followed by two hex digits")
-    authority = text.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
-    if authority.startswith("["):  # [IPv6]:port
-        inside, closed, rest = authority[1:].partition("]")
-        try:
-            ipaddress.IPv6Address(inside if closed and (not rest or rest.startswith(":")) else "-")
-        except ValueError:
-            raise bad("has an invalid IPv6 host") from None
-        port = rest[1:]
-    else:
-        host, _, port = authority.partition(":")
-        if not host:
-            raise bad("has no host")
-        if not _HOST.fullmatch(host):
-            raise bad("has an invalid host name")
-        if re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+", host):
-            try:
-                ipaddress.IPv4Address(host)
-            except ValueError:
-                raise bad("has an invalid IPv4 address") from None
-    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise bad("has an invalid port (a number from 1 to 65535)")
+    checked = check_base_url(value, "base URL")
     try:
-        url = httpx.URL(text.rstrip("/"))
+        url = httpx.URL(checked)
     except httpx.InvalidURL as exc:
-        raise bad(f"is not a valid URL ({exc})") from None
+        raise ConfigError(f"base URL {shown_url(checked)} is not a valid URL ({exc})") from None
     # Never keep user:password from a URL (it would show in messages).
     return url.copy_with(username=None, password=None)
 

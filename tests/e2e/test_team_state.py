@@ -28,6 +28,8 @@ import pytest
 from psycopg import sql
 
 from tests.e2e.conftest import API_KEY, CONFIG, SandboxServer, Workspace
+from tests.e2e.specs import load
+from tests.gateway import Gateway
 from tests.pg import PgServer, pg_schema, pg_server  # noqa: F401  (fixtures)
 
 ENV = "e2e"
@@ -227,6 +229,37 @@ def test_the_same_lost_runners_with_local_files_make_duplicates(files_team: Team
     per_address = _live_by_address(sandbox_server)
     assert all(per_address[f"inv-{i:03d}"] >= 1 for i in range(INVOICES))
     assert sum(n - 1 for n in per_address.values()) > 0, "local files on lost runners should have made duplicates"
+
+
+def test_a_fresh_runner_waits_out_the_settle_window_of_a_lost_runners_creates(team: Team, sandbox_server: SandboxServer) -> None:
+    # A gateway answers every create 504 and the sandbox commits it 0.6-2.4 s later (tests/gateway.py):
+    # the runner is killed with creates in flight, and the next runner, elsewhere, must wait out their
+    # settle window (3 s) from the journal rows' times before it may conclude that one never landed.
+    gateway = Gateway(sandbox_server.url, gateway_timeout=0.3, commit_min=0.6, commit_max=2.4, slow_rate=1.0, seed=7)
+    with gateway:
+        config = team.origin / "pyproject.toml"
+        text = re.sub(r'base_url = "[^"]*"', f'base_url = "{gateway.url}"', config.read_text())
+        config.write_text(re.sub(r"settle = [0-9.]+", "settle = 3", text))
+        team.write("specs/settle.yaml", load(10, month=10, number_prefix="SETTLE"))
+        team.env["INVOICESYNC_RETRY_BASE"] = "0.01"
+
+        proc = team.checkout().spawn("apply", "--auto-approve", "--parallelism", "4")
+        assert _wait_for(lambda: gateway.stats()["creates"] >= 4, 20, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        assert gateway.stats()["commits_pending"] > 0, "nothing was left in flight at the kill"
+
+        last = team.checkout()
+        applied = last.run("apply", "--auto-approve", "--parallelism", "4")
+        assert applied.exit_code == 0, applied.output
+        assert "to settle" in applied.stderr  # the recovery waited for the lost runner's creates
+        gateway.wait_for_commits()
+
+    per_address = _live_by_address(sandbox_server)
+    assert sorted(per_address.items()) == [(f"inv-{i:03d}", 1) for i in range(10)]
+    state = json.loads(_ok(team.checkout().run("state", "pull")).stdout)
+    live_ids = {i["id"] for i in sandbox_server.invoices() if i.get("status") != "voided"}
+    assert {r["id"] for r in state["invoices"].values()} == live_ids and len(state["invoices"]) == 10
 
 
 # --- races ---------------------------------------------------------------------------------------------------------

@@ -207,6 +207,7 @@ def spec_template_env() -> ImmutableSandboxedEnvironment:
     for name, estimate in _FILTER_SIZES.items():
         if name in env.filters:
             env.filters[name] = _bounded_filter(name, env.filters[name], estimate)
+    env.filters["int"] = _bounded_int_filter(env.filters["int"])
     env.filters.update(
         add_days=_add_days,
         add_months=_add_months,
@@ -562,6 +563,18 @@ def _bounded_filter(name: str, filter_: Any, estimate: Any) -> Any:
     checked.__wrapped__ = filter_  # type: ignore[attr-defined]
     if passes_arg:  # keep Jinja's calling convention marker
         checked.jinja_pass_arg = filter_.jinja_pass_arg  # type: ignore[attr-defined]
+    return checked
+
+
+def _bounded_int_filter(filter_: Any) -> Any:
+    """The ``int`` filter, refusing a Decimal like ``1E+99999999``: its exact int takes minutes, in C, out of reach of the time budget."""
+
+    def checked(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(value, Decimal) and value.is_finite() and value.adjusted() >= 4300:
+            raise SecurityError(f"filter int: {value} has more digits than a whole number may have (4300)")
+        return filter_(value, *args, **kwargs)
+
+    checked.__wrapped__ = filter_  # type: ignore[attr-defined]
     return checked
 
 

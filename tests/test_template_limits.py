@@ -91,6 +91,7 @@ def _refusal_within_bounds(tmp_path: Path, template: str) -> str:
         "'x'|center(999999999)",
         "'{:f}'.format('1E+999999999'|decimal)",
         "'%d' % ('1E+999999999'|decimal)",
+        "('1E+99999999'|decimal)|int",
     ],
 )
 def test_format_widths_and_repeats_no_spec_needs_are_refused_before_allocating(tmp_path: Path, expression: str) -> None:

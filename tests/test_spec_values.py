@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from invoicesync import specs
+from invoicesync.specs import yaml as specs_yaml
 from invoicesync.config import load_settings
 from invoicesync.errors import SpecErrors
 from invoicesync.specs import SpecSet, load_specs, parse_cli_var
@@ -28,7 +28,7 @@ from tests.spec_tree import build_file_tree
 def yaml_loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Run the test with the loader specs picks (libyaml when PyYAML has it) and with the pure Python one."""
     if request.param == "python":
-        monkeypatch.setattr(specs, "_SpecYamlLoader", specs._PySpecYamlLoader)
+        monkeypatch.setattr(specs_yaml, "_SpecYamlLoader", specs_yaml._PySpecYamlLoader)
     elif not yaml.__with_libyaml__:
         pytest.skip("PyYAML was built without libyaml")
     yield request.param
@@ -58,9 +58,9 @@ def invoice(body: str, line: str = "rate: 10") -> dict[str, str]:
 
 def test_the_c_loader_is_used_when_pyyaml_has_it(yaml_loader: str) -> None:
     if yaml_loader == "libyaml":
-        assert issubclass(specs._SpecYamlLoader, yaml.CSafeLoader)
+        assert issubclass(specs_yaml._SpecYamlLoader, yaml.CSafeLoader)
     else:
-        assert not issubclass(specs._SpecYamlLoader, yaml.CSafeLoader)
+        assert not issubclass(specs_yaml._SpecYamlLoader, yaml.CSafeLoader)
 
 
 # --- string fields keep the text ----------------------------------------------------------------------

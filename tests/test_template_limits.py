@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from invoicesync import specs
+from invoicesync.specs import template as specs_template
 from invoicesync.config import load_settings
 from invoicesync.errors import SpecErrors
 
@@ -27,7 +28,7 @@ def _errors(root: Path) -> str:
 
 
 def test_runaway_loop_stops_at_the_render_time_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(specs, "MAX_RENDER_SECONDS", 0.3)
+    monkeypatch.setattr(specs_template, "MAX_RENDER_SECONDS", 0.3)
     root = _workspace(tmp_path, "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\ninvoices: {}\n")
     message = _errors(root)
     assert "specs/bomb.yaml.j2" in message and "longer than 0.3 s" in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,12 @@ GOOD = """\
 """
 
 
-def load(tmp_path: Path, files: dict[str, str], *, config: str = "", **kwargs: Any) -> SpecSet:
+def load(tmp_path: Path, files: Mapping[str, str | bytes], *, config: str = "", **kwargs: Any) -> SpecSet:
     build_file_tree(tmp_path, {"invoicesync.toml": config, **files})
     return load_specs(load_settings(tmp_path, environ={}), **kwargs)
 
 
-def errors_of(tmp_path: Path, files: dict[str, str], **kwargs: Any) -> list[SpecError]:
+def errors_of(tmp_path: Path, files: Mapping[str, str | bytes], **kwargs: Any) -> list[SpecError]:
     with pytest.raises(SpecErrors) as exc:
         load(tmp_path, files, **kwargs)
     return exc.value.errors
@@ -612,7 +613,7 @@ def test_symlinks_out_of_the_workspace_are_refused_unread(tmp_path: Path) -> Non
 
 
 def test_a_nul_byte_is_reported_at_its_line(tmp_path: Path) -> None:
-    files = {
+    files: dict[str, str | bytes] = {
         "specs/a.yaml": b"invoices:\n  a:\n    entity: 54\x00\n",
         "specs/b.yaml.j2": b"invoices: {}\n{# \x00 #}\n",
         "specs/c.yaml": "invoices:\n  c:\n    note: \"bell \x07\"\n",

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 from tests.e2e.conftest import API_KEY, SandboxServer, Workspace
 
@@ -36,7 +37,7 @@ invoices:
 """
 
 
-def _by_number(server: SandboxServer) -> dict[str, dict]:
+def _by_number(server: SandboxServer) -> dict[str, dict[str, Any]]:
     return {inv["invoice_number"]: inv for inv in server.invoices()}
 
 

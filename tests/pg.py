@@ -5,8 +5,8 @@ Fixtures (import them into a test module: ``from tests.pg import pg_server, pg_s
 - ``pg_server`` (session): a throwaway cluster in a temporary folder, listening on 127.0.0.1 on a
   free port (scram-sha-256 passwords over TCP) and on a unix socket in that folder (trust, for the
   superuser only). It has a database ``invoicesync`` owned by the role ``invoicesync``, and a role
-  ``reader`` that may connect but not create anything (for "missing privileges"). Stopped at the end
-  of the session, whatever happened.
+  ``reader`` that may connect but not create anything (for "missing privileges"). One server for
+  every module that imports the fixture, stopped at the end of the session, whatever happened.
 - ``pg_schema`` (function): a fresh random schema name, dropped after the test, so tests never see
   each other's tables or locks.
 

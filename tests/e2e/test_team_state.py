@@ -228,7 +228,9 @@ def test_the_same_lost_runners_with_local_files_make_duplicates(files_team: Team
 
     per_address = _live_by_address(sandbox_server)
     assert all(per_address[f"inv-{i:03d}"] >= 1 for i in range(INVOICES))
-    assert sum(n - 1 for n in per_address.values()) > 0, "local files on lost runners should have made duplicates"
+    duplicates = sum(n - 1 for n in per_address.values())
+    print(f"local files, 3 lost runners: {duplicates} duplicate invoices over {INVOICES} addresses")  # shown with -s
+    assert duplicates > 0, "local files on lost runners should have made duplicates"
 
 
 def test_a_fresh_runner_waits_out_the_settle_window_of_a_lost_runners_creates(team: Team, sandbox_server: SandboxServer) -> None:

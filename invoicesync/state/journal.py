@@ -9,9 +9,12 @@ file, PostgreSQL rows) is a backend's business; reconciling unresolved intents w
 
 from __future__ import annotations
 
+import abc
+import asyncio
 import dataclasses
+import threading
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
 
@@ -328,3 +331,115 @@ def _check_no_new_duplicates(
             f"other with `invoicesync state rm ADDRESS` (for example `invoicesync state rm {address}`); "
             "the invoice stays in Campfire as it is"
         )
+
+
+# --- writing: one durable write shared by concurrent appends ----------------------------------------
+
+
+class GroupCommitJournal(abc.ABC):
+    """An open journal: ``append`` returns once its record is durable, and concurrent appends share one durable write.
+
+    While one batch is being made durable in a worker thread (a write and an fsync, or a commit),
+    records arriving meanwhile queue up and go together in the next batch. Subclasses say how a batch
+    of encoded records (JSON text, one per record, in order) is made durable (``_write_batch``),
+    whether the journal is open, and how it closes. ``appends`` and ``durable_writes`` count what was
+    done, for tests and benchmarks.
+    """
+
+    def __init__(self, shown: str, *, lineage: str | None = None) -> None:
+        self._shown = shown
+        self._lineage = lineage  # stamped on every record: which state the journal belongs to
+        self._broken: str | None = None  # set when a failed write may have left the journal unusable
+        self._io_lock = threading.Lock()
+        self._queue: list[tuple[str, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.appends = 0
+        self.durable_writes = 0
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """Whether the journal was closed."""
+
+    @abc.abstractmethod
+    def _write_batch(self, records: list[str]) -> None:
+        """Make ``records`` durable, in order, or raise ``StateError`` (called holding the I/O lock)."""
+
+    @abc.abstractmethod
+    def _close(self) -> None:
+        """Release the file or connection (called holding the I/O lock, once)."""
+
+    def _encode(self, record: JournalRecord | Mapping[str, Any]) -> str:
+        try:
+            return encode_record(record, lineage=self._lineage)
+        except TypeError as exc:
+            raise StateError(f"{exc} (to {self._shown})") from exc
+
+    def _write(self, records: list[str]) -> None:
+        with self._io_lock:
+            if self.closed:
+                raise StateError(f"{self._shown} is closed")
+            if self._broken is not None:
+                raise StateError(self._broken)
+            self._write_batch(records)
+            self.durable_writes += 1
+            self.appends += len(records)
+
+    def append_sync(self, record: JournalRecord | Mapping[str, Any]) -> None:
+        """Append ``record`` and return once it is durable."""
+        self._write([self._encode(record)])
+
+    async def append(self, record: JournalRecord | Mapping[str, Any]) -> None:
+        """Append ``record`` and return once it is durable (sharing the durable write with concurrent calls)."""
+        data = self._encode(record)
+        if self.closed:
+            raise StateError(f"{self._shown} is closed")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._queue.append((data, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        """Write queued records in batches, one durable write per batch, until none are left."""
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                await asyncio.to_thread(self._write, [data for data, _ in batch])
+            except StateError as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+            finally:
+                for _, done in batch:  # only when this task itself was cancelled mid-batch
+                    if not done.done():
+                        done.cancel()
+
+    def close(self) -> None:
+        """Close (records already appended are durable); idempotent."""
+        with self._io_lock:
+            if not self.closed:
+                self._close()
+
+    async def aclose(self) -> None:
+        """Wait for queued appends to land, then close."""
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+        self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

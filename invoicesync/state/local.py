@@ -8,16 +8,14 @@ about HTTP or plans.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
 import os
 import re
 import shutil
-import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from pydantic import ValidationError
 
 from invoicesync.errors import LockError, StateError
 from invoicesync.models import dumps_json, gc_paused, loads_json
-from invoicesync.state.journal import JournalEntry, JournalRecord, _foreign, _foreign_message, encode_record
+from invoicesync.state.journal import GroupCommitJournal, JournalEntry, _foreign, _foreign_message
 from invoicesync.state.lock import LockInfo
 from invoicesync.state.model import (
     FORMAT_VERSION,
@@ -541,117 +539,44 @@ def _scan_journal(data: bytes, shown: str) -> tuple[list[dict[str, Any]], int, b
 # --- the journal -----------------------------------------------------------------------------------
 
 
-class Journal:
-    """An open write-ahead journal: JSON lines, each appended and fsynced before ``append`` returns.
-
-    Concurrent ``append`` calls share fsyncs (group commit): while one batch is being written and
-    fsynced in a worker thread, records arriving meanwhile queue up and go to disk together in the
-    next batch. ``fsyncs`` and ``appends`` count what was done, for tests and benchmarks.
-    """
+class Journal(GroupCommitJournal):
+    """The journal file: JSON lines, each appended and fsynced before ``append`` returns (concurrent appends share fsyncs)."""
 
     def __init__(self, fd: int, shown: str, size: int, *, lineage: str | None = None) -> None:
+        super().__init__(shown, lineage=lineage)
         self._fd: int | None = fd
-        self._shown = shown
-        self._lineage = lineage  # stamped on every record: which state the journal belongs to
         self._size = size  # bytes known to be intact on disk; a failed write is cut back to this
-        self._broken: str | None = None
-        self._io_lock = threading.Lock()
-        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self.fsyncs = 0
-        self.appends = 0
 
     @property
     def closed(self) -> bool:
         """Whether the journal was closed."""
         return self._fd is None
 
-    def _encode(self, record: JournalRecord | Mapping[str, Any]) -> bytes:
+    @property
+    def fsyncs(self) -> int:
+        """How many fsyncs the appends took."""
+        return self.durable_writes
+
+    def _write_batch(self, records: list[str]) -> None:
+        """Write and fsync the records; on failure cut the file back to its intact part."""
+        assert self._fd is not None
+        data = "".join(record + "\n" for record in records).encode()
         try:
-            return (encode_record(record, lineage=self._lineage) + "\n").encode()
-        except TypeError as exc:
-            raise StateError(f"{exc} (to {self._shown})") from exc
-
-    def _write(self, data: bytes, count: int) -> None:
-        """Write and fsync ``data`` (``count`` records); on failure cut the file back to its intact part."""
-        with self._io_lock:
-            if self._fd is None:
-                raise StateError(f"{self._shown} is closed")
-            if self._broken is not None:
-                raise StateError(self._broken)
+            _write_all(self._fd, data)
+            os.fsync(self._fd)
+        except OSError as exc:
+            message = f"cannot write {self._shown}: {_os_problem(exc)}"
             try:
-                _write_all(self._fd, data)
-                os.fsync(self._fd)
-            except OSError as exc:
-                message = f"cannot write {self._shown}: {_os_problem(exc)}"
-                try:
-                    os.ftruncate(self._fd, self._size)
-                except OSError:
-                    self._broken = f"{message}; the journal may end in a torn record, stop and run again"
-                raise StateError(message) from exc
-            self._size += len(data)
-            self.fsyncs += 1
-            self.appends += count
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                self._broken = f"{message}; the journal may end in a torn record, stop and run again"
+            raise StateError(message) from exc
+        self._size += len(data)
 
-    def append_sync(self, record: JournalRecord | Mapping[str, Any]) -> None:
-        """Append ``record`` and return once it is written and fsynced."""
-        self._write(self._encode(record), 1)
-
-    async def append(self, record: JournalRecord | Mapping[str, Any]) -> None:
-        """Append ``record`` and return once it is written and fsynced (sharing fsyncs with concurrent calls)."""
-        data = self._encode(record)
-        if self._fd is None:
-            raise StateError(f"{self._shown} is closed")
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._queue.append((data, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush())
-        await done
-
-    async def _flush(self) -> None:
-        """Write queued records in batches, one write and one fsync per batch, until none are left."""
-        while self._queue:
-            batch, self._queue = self._queue, []
-            try:
-                await asyncio.to_thread(self._write, b"".join(data for data, _ in batch), len(batch))
-            except StateError as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
-            finally:
-                for _, done in batch:  # only when this task itself was cancelled mid-batch
-                    if not done.done():
-                        done.cancel()
-
-    def close(self) -> None:
-        """Close the file (records already appended are on disk); idempotent."""
-        with self._io_lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-
-    async def aclose(self) -> None:
-        """Wait for queued appends to land, then close."""
-        if self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
-        self.close()
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Journal:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    def _close(self) -> None:
+        assert self._fd is not None
+        os.close(self._fd)
+        self._fd = None
 
 
 def _json_problem(exc: simplejson.JSONDecodeError) -> str:

@@ -20,7 +20,6 @@ PostgreSQL".
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import functools
@@ -45,7 +44,7 @@ from pydantic import ValidationError
 
 from invoicesync.errors import LockError, StateError
 from invoicesync.models import dumps_json, gc_paused, loads_json
-from invoicesync.state.journal import JournalEntry, JournalRecord, _foreign, encode_record
+from invoicesync.state.journal import GroupCommitJournal, JournalEntry, _foreign
 from invoicesync.state.lock import LockInfo, os_user, run_url
 from invoicesync.state.model import (
     FORMAT_VERSION,
@@ -820,13 +819,8 @@ class PostgresStore:
         return PgJournal(self._target.connect(settings=_LONG_SESSION), self._target, insert, lineage=lineage)
 
 
-class PgJournal:
-    """An open journal: each ``append`` returns once its record's row is committed.
-
-    Concurrent ``append`` calls share commits (group commit), as ``state.Journal`` shares fsyncs:
-    while one batch is being committed in a worker thread, records arriving meanwhile queue up and
-    are committed together in the next transaction. ``commits`` and ``appends`` count what was done.
-    """
+class PgJournal(GroupCommitJournal):
+    """The journal as rows: each ``append`` returns once its row is committed (concurrent appends share commits)."""
 
     def __init__(
         self,
@@ -836,112 +830,40 @@ class PgJournal:
         *,
         lineage: str | None = None,
     ) -> None:
+        super().__init__(f"the journal of {target.display}", lineage=lineage)
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = conn
         self._target = target
         self._insert = insert
-        self._lineage = lineage
-        self._shown = f"the journal of {target.display}"
-        self._broken: str | None = None
-        self._io_lock = threading.Lock()
-        self._queue: list[tuple[str, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self.commits = 0
-        self.appends = 0
-
-    @property
-    def fsyncs(self) -> int:
-        """``commits`` under the name ``state.Journal`` uses, for code that counts either."""
-        return self.commits
 
     @property
     def closed(self) -> bool:
         """Whether the journal was closed."""
         return self._conn is None
 
-    def _encode(self, record: JournalRecord | Mapping[str, Any]) -> str:
+    @property
+    def commits(self) -> int:
+        """How many commits the appends took."""
+        return self.durable_writes
+
+    @property
+    def fsyncs(self) -> int:
+        """``commits`` under the name the file journal uses, for code that counts either."""
+        return self.durable_writes
+
+    def _write_batch(self, records: list[str]) -> None:
+        """Insert the records in one statement (so one transaction, rows in order), committed before it returns."""
+        assert self._conn is not None
         try:
-            return encode_record(record, lineage=self._lineage)
-        except TypeError as exc:
-            raise StateError(f"{exc} (to {self._shown})") from exc
+            # json keeps each element's text as written (exact decimals); records are JSON objects
+            self._conn.execute(self._insert, (self._target.environment, "[" + ",".join(records) + "]"))
+        except psycopg.Error as exc:
+            message = self._target.problem(f"write {len(records)} journal record(s)", exc)
+            if self._conn.broken:
+                # The commit's outcome is unknown; the next command's recovery looks them up.
+                self._broken = message
+            raise StateError(message) from None
 
-    def _write(self, records: list[str]) -> None:
-        """Insert ``records`` in one statement (so one transaction, rows in order) and return once it is committed."""
-        environment = self._target.environment
-        with self._io_lock:
-            if self._conn is None:
-                raise StateError(f"{self._shown} is closed")
-            if self._broken is not None:
-                raise StateError(self._broken)
-            try:
-                # json keeps each element's text as written (exact decimals); records are JSON objects
-                self._conn.execute(self._insert, (environment, "[" + ",".join(records) + "]"))
-            except psycopg.Error as exc:
-                message = self._target.problem(f"write {len(records)} journal record(s)", exc)
-                if self._conn.broken:
-                    # The commit's outcome is unknown; the next command's recovery looks them up.
-                    self._broken = message
-            else:
-                self.commits += 1
-                self.appends += len(records)
-                return
-            raise StateError(message)
-
-    def append_sync(self, record: JournalRecord | Mapping[str, Any]) -> None:
-        """Append ``record`` and return once it is committed."""
-        self._write([self._encode(record)])
-
-    async def append(self, record: JournalRecord | Mapping[str, Any]) -> None:
-        """Append ``record`` and return once it is committed (sharing commits with concurrent calls)."""
-        data = self._encode(record)
-        if self._conn is None:
-            raise StateError(f"{self._shown} is closed")
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._queue.append((data, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush())
-        await done
-
-    async def _flush(self) -> None:
-        """Commit queued records in batches, one transaction per batch, until none are left."""
-        while self._queue:
-            batch, self._queue = self._queue, []
-            try:
-                await asyncio.to_thread(self._write, [data for data, _ in batch])
-            except StateError as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
-            finally:
-                for _, done in batch:  # only when this task itself was cancelled mid-batch
-                    if not done.done():
-                        done.cancel()
-
-    def close(self) -> None:
-        """Close the connection (records already appended are committed); idempotent."""
-        with self._io_lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    async def aclose(self) -> None:
-        """Wait for queued appends to land, then close."""
-        if self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
-        self.close()
-
-    def __enter__(self) -> PgJournal:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> PgJournal:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    def _close(self) -> None:
+        assert self._conn is not None
+        self._conn.close()
+        self._conn = None

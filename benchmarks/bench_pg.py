@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -54,8 +55,14 @@ def postgres() -> Iterator[str]:
         yield server.dsn()
 
 
-def apply_once(root: Path, count: int, parallelism: int, dsn: str) -> tuple[float, float]:
-    """(execution seconds, whole-command seconds) of one apply of `count` creates."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def apply_once(root: Path, count: int, parallelism: int, dsn: str) -> tuple[float, float, float]:
+    """(execution seconds, whole-command seconds, CPU seconds of the CLI process) of one apply of `count` creates."""
+    cpu = _children_cpu()
     timed = run_cli(root, "apply", "--auto-approve", "--refresh=false", "--parallelism", str(parallelism), "--json",
                     env={"CAMPFIRE_API_KEY": KEY, "INVOICESYNC_PG_DSN": dsn})
     if timed.returncode != 0:
@@ -63,7 +70,7 @@ def apply_once(root: Path, count: int, parallelism: int, dsn: str) -> tuple[floa
     result = json.loads(timed.stdout)
     ok = sum(1 for o in result["outcomes"] if o["ok"])
     assert ok == count, f"{ok} of {count} creates succeeded"
-    return float(result["elapsed_seconds"]), timed.seconds
+    return float(result["elapsed_seconds"]), timed.seconds, _children_cpu() - cpu
 
 
 def main() -> None:
@@ -74,7 +81,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     ideal = args.parallelism / (args.latency_ms / 1000)
-    runs: dict[str, list[tuple[float, float]]] = {"local files": [], "PostgreSQL": []}
+    runs: dict[str, list[tuple[float, float, float]]] = {"local files": [], "PostgreSQL": []}
     schemas: list[str] = []
 
     with (tempfile.TemporaryDirectory() as tmp, postgres() as dsn,
@@ -92,10 +99,11 @@ def main() -> None:
                         with open(root / "invoicesync.toml", "a", encoding="utf-8") as config:
                             config.write(f'\n[backend]\ntype = "postgres"\nschema = "{schema}"\n')
                     httpx.post(f"{url}/_sandbox/reset").raise_for_status()
-                    elapsed, wall = apply_once(root, args.count, args.parallelism, dsn)
-                    runs[backend].append((elapsed, wall))
+                    elapsed, wall, cpu = apply_once(root, args.count, args.parallelism, dsn)
+                    runs[backend].append((elapsed, wall, cpu))
                     print(f"  round {n + 1}, {backend:11}: {args.count / elapsed:6.0f} creates/s during execution "
-                          f"({elapsed:.2f} s), {args.count / wall:6.0f} creates/s for the whole command ({wall:.2f} s)")
+                          f"({elapsed:.2f} s), {args.count / wall:6.0f} creates/s for the whole command ({wall:.2f} s); "
+                          f"CLI process CPU {cpu:.2f} s")
         finally:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 for schema in schemas:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import simplejson
-from pydantic import ValidationError
 
 from invoicesync.errors import LockError, StateError
 from invoicesync.models import dumps_json, gc_paused, loads_json
@@ -30,9 +29,9 @@ from invoicesync.state.model import (
     FORMAT_VERSION,
     State,
     _duplicates_message,
-    _validation_problems,
     duplicate_ids,
     new_state,
+    state_from_document,
 )
 
 _LOCK_POLL_SECONDS = 0.1
@@ -154,20 +153,7 @@ class StateStore:
                 ) from exc
             except ValueError as exc:  # UnicodeDecodeError and friends
                 raise StateError(f"{shown} is not a readable state file ({exc}){self._restore_hint()}") from exc
-            if not isinstance(data, dict):
-                raise StateError(f"{shown} is not a state file (expected a JSON object){self._restore_hint()}")
-            version = data.get("format_version")
-            if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-                raise StateError(
-                    f"{shown} was written by a newer invoicesync (state format {version}; this version "
-                    f"reads format {FORMAT_VERSION}); upgrade invoicesync to use this state"
-                )
-            try:
-                state = State.model_validate(data)
-            except ValidationError as exc:
-                raise StateError(
-                    f"{shown} is not a valid state file: {_validation_problems(exc)}{self._restore_hint()}"
-                ) from exc
+            state = state_from_document(data, shown, self._restore_hint())
         if state.environment != self.environment:
             raise StateError(
                 f'{shown} holds the state of environment "{state.environment}", not "{self.environment}"; '

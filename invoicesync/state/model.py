@@ -1,4 +1,4 @@
-"""The state as data: ``State``, ``InvoiceRecord``, ``LifecycleRecord`` and the rules they keep.
+"""The state as data: ``State``, ``InvoiceRecord`` and the rules they keep (and reading a state document into one).
 
 Owns the model of one environment's state (``format_version``, ``lineage``, ``serial``, the invoices
 by address, the retired ids) and its invariants (one invoice id per address). No IO: where the
@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from invoicesync.errors import StateError
 from invoicesync.models import Lifecycle, Locked, RemoteSnapshot
 from invoicesync.money import (
     MONEY_CONTEXT,
@@ -67,6 +68,25 @@ class State(BaseModel):
 def timestamp(timespec: str = "seconds") -> str:
     """The current time as the state and journal write it: ISO 8601, UTC, whole seconds by default."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec=timespec)
+
+
+def state_from_document(data: Any, shown: str, hint: str = "") -> State:
+    """The ``State`` a parsed state document holds, or ``StateError`` naming ``shown`` (``hint`` ends each message).
+
+    A document of a newer state format is refused with the advice to upgrade, before it is validated.
+    """
+    if not isinstance(data, dict):
+        raise StateError(f"{shown} is not a state file (expected a JSON object){hint}")
+    version = data.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise StateError(
+            f"{shown} was written by a newer invoicesync (state format {version}; this version "
+            f"reads format {FORMAT_VERSION}); upgrade invoicesync to use this state"
+        )
+    try:
+        return State.model_validate(data)
+    except ValidationError as exc:
+        raise StateError(f"{shown} is not a valid state file: {_validation_problems(exc)}{hint}") from exc
 
 
 def new_state(environment: str, lineage: str | None = None) -> State:

@@ -35,7 +35,6 @@ import psycopg
 import simplejson
 from psycopg import errors as pg_errors
 from psycopg import sql
-from pydantic import ValidationError
 
 from invoicesync.errors import LockError, StateError
 from invoicesync.models import dumps_json, gc_paused, loads_json
@@ -45,9 +44,9 @@ from invoicesync.state.model import (
     FORMAT_VERSION,
     State,
     _duplicates_message,
-    _validation_problems,
     duplicate_ids,
     new_state,
+    state_from_document,
 )
 from invoicesync.state.pgconn import _LOCK_SESSION, _LONG_SESSION, _Target, _translated
 
@@ -268,18 +267,7 @@ class PostgresStore:
                 data = loads_json(text)
             except (simplejson.JSONDecodeError, ValueError) as exc:
                 raise StateError(f"{shown} is not valid JSON ({exc})") from exc
-            if not isinstance(data, dict):
-                raise StateError(f"{shown} is not a state (expected a JSON object)")
-            version = data.get("format_version")
-            if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-                raise StateError(
-                    f"{shown} was written by a newer invoicesync (state format {version}; this version "
-                    f"reads format {FORMAT_VERSION}); upgrade invoicesync to use this state"
-                )
-            try:
-                state = State.model_validate(data)
-            except ValidationError as exc:
-                raise StateError(f"{shown} is not a valid state: {_validation_problems(exc)}") from exc
+            state = state_from_document(data, shown)
         if state.environment != self.environment:
             raise StateError(
                 f'{shown} holds the state of environment "{state.environment}", not "{self.environment}"'

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import simplejson
-from pydantic import ValidationError
 
 from invoicesync.errors import StateError
 from invoicesync.models import gc_paused, loads_json
 from invoicesync.state.journal import JournalRecord
 from invoicesync.state.lock import LockInfo
-from invoicesync.state.model import FORMAT_VERSION, State, _validation_problems
+from invoicesync.state.model import State, state_from_document
 
 __all__ = ["Backend", "JournalWriter", "closing", "read_state_file"]
 
@@ -140,15 +139,4 @@ def read_state_file(path: Path, shown: str | None = None) -> State:
             raise StateError(f"{shown} is not valid JSON (line {exc.lineno}, column {exc.colno})") from exc
         except ValueError as exc:
             raise StateError(f"{shown} is not a readable state file ({exc})") from exc
-        if not isinstance(data, dict):
-            raise StateError(f"{shown} is not a state file (expected a JSON object)")
-        version = data.get("format_version")
-        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-            raise StateError(
-                f"{shown} was written by a newer invoicesync (state format {version}; this version reads "
-                f"format {FORMAT_VERSION}); upgrade invoicesync to use it"
-            )
-        try:
-            return State.model_validate(data)
-        except ValidationError as exc:
-            raise StateError(f"{shown} is not a valid state file: {_validation_problems(exc)}") from exc
+        return state_from_document(data, shown)

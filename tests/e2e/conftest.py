@@ -126,7 +126,7 @@ default_environment = "e2e"
 [tool.invoicesync.environments.e2e]
 base_url = "{url}"
 timeout = 1  # loopback answers in milliseconds
-settle = 1    # the sandbox commits before it answers: a create killed in flight lands within milliseconds (a second on a loaded machine)
+settle = 0.5  # the sandbox commits before it answers: a create killed in flight lands within milliseconds
 """
 
 

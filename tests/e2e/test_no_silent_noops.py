@@ -99,7 +99,7 @@ def _land_later(sandbox_server: SandboxServer, body: dict[str, Any], delay: floa
 
 def _with_settle(workspace: Workspace, seconds: float) -> None:
     path = workspace.root / "pyproject.toml"
-    path.write_text(path.read_text().replace("settle = 1 ", f"settle = {seconds} "))
+    path.write_text(path.read_text().replace("settle = 0.5 ", f"settle = {seconds} "))
 
 
 def test_recovery_waits_out_the_window_and_adopts_a_create_that_lands_late(workspace: Workspace, sandbox_server: SandboxServer) -> None:

@@ -8,7 +8,8 @@ rows, group-committed), then one save of the whole state (an atomic file write v
 
 Reported per backend: creates/s during execution (the apply's own clock, from the first create to
 the last outcome recorded) and for the whole command (process start to exit: imports, lock, the
-state's first save, the final save). Target: PostgreSQL >= 90% of local files on both. Rounds
+state's first save, the final save), and the CPU time of the CLI process. Target: PostgreSQL >= 90%
+of local files on both, as the ratio of the medians and as the median of each round's ratio. Rounds
 alternate local / PostgreSQL so that neither is always second on a warmer machine.
 
 The server: the one `INVOICESYNC_PG_DSN` names (a fresh schema, dropped afterwards), else a throwaway
@@ -114,9 +115,12 @@ def main() -> None:
 
     for which, label in ((0, "during execution"), (1, "whole command")):
         files, pg = rate("local files", which), rate("PostgreSQL", which)
-        verdict = "meets" if pg >= 0.9 * files else "MISSES"
-        print(f"median {label}: local files {files:.0f} creates/s, PostgreSQL {pg:.0f} creates/s, "
-              f"ratio {pg / files:.0%} ({verdict} the >= 90% target)")
+        # Each round's PostgreSQL run against the local run just before it: the fairest pairing on a
+        # machine whose load drifts (rates move by 10-20% between rounds on a shared 2-core VM).
+        paired = statistics.median(f[which] / p[which] for f, p in zip(runs["local files"], runs["PostgreSQL"]))
+        verdict = "meets" if min(pg / files, paired) >= 0.9 else "MISSES"
+        print(f"median {label}: local files {files:.0f} creates/s, PostgreSQL {pg:.0f} creates/s, ratio {pg / files:.0%}; "
+              f"median of the rounds' ratios {paired:.0%} ({verdict} the >= 90% target)")
 
 
 if __name__ == "__main__":

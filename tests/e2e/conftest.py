@@ -130,6 +130,42 @@ settle = 0.5  # the sandbox commits before it answers: a create killed in flight
 """
 
 
+SANDBOX_CONFIG = """\
+default_environment = "dev"
+
+[environments.dev]
+endpoint = "sandbox"
+"""
+
+#: The two commands that read specs without a server: each spec error must fail both the same way.
+OFFLINE_COMMANDS = (("validate",), ("plan", "--refresh=false"))
+
+
+@pytest.fixture
+def offline(tmp_path: Path, capsys: Any) -> Workspace:
+    """A workspace on the in-process sandbox endpoint: nothing here talks to a network."""
+    ws = Workspace(tmp_path / "ws", env={"INVOICESYNC_RETRY_BASE": "0.01"}, capsys=capsys)
+    ws.root.mkdir()
+    ws.write("invoicesync.toml", SANDBOX_CONFIG)
+    (ws.root / "specs").mkdir()
+    return ws
+
+
+def assert_spec_error(ws: Workspace, *expected: str, args: tuple[str, ...] = ()) -> list[RunResult]:
+    """`validate` and an offline `plan` both fail cleanly with every fragment in stderr; state/ stays empty."""
+    results = []
+    for command in OFFLINE_COMMANDS:
+        result = ws.run(*command, *args)
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output and "internal error" not in result.output
+        assert result.stderr.startswith("Error: "), result.stderr
+        for fragment in expected:
+            assert fragment in result.stderr, f"{fragment!r} missing from:\n{result.stderr}"
+        assert not (ws.root / "state").exists() or not any((ws.root / "state").iterdir()), f"{command} wrote to state/"
+        results.append(result)
+    return results
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, sandbox_server: SandboxServer, capsys: Any) -> Workspace:
     ws = Workspace(tmp_path / "ws", env={"CAMPFIRE_API_KEY": API_KEY}, capsys=capsys)

@@ -46,3 +46,22 @@ def load(n: int, *, month: int = 9, number_prefix: str | None = None) -> str:
             "        rate: 12.5",
         ]
     return "\n".join(lines) + "\n"
+
+
+#: One invoice in a file with defaults. Tests that check line numbers refer to this text; keep them in step.
+ACME = """\
+defaults:
+  entity: 54
+  client: 33973
+  currency: USD
+  terms: net_30
+invoices:
+  acme-2025-07:
+    invoice_date: 2025-07-01
+    invoice_number: ACME-2025-07
+    lines:
+      - product: 2545
+        description: Platform subscription
+        quantity: 1
+        rate: 50
+"""

@@ -8,48 +8,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import RunResult, Workspace
+from tests.e2e.conftest import OFFLINE_COMMANDS, RunResult, Workspace, assert_spec_error
+from tests.e2e.specs import ACME
 
-SANDBOX_CONFIG = """\
-default_environment = "dev"
-
-[environments.dev]
-endpoint = "sandbox"
-"""
-
-# Line numbers below refer to this text; keep them in step with it.
-ACME = """\
-defaults:
-  entity: 54
-  client: 33973
-  currency: USD
-  terms: net_30
-invoices:
-  acme-2025-07:
-    invoice_date: 2025-07-01
-    invoice_number: ACME-2025-07
-    lines:
-      - product: 2545
-        description: Platform subscription
-        quantity: 1
-        rate: 50
-"""
-
-OFFLINE_COMMANDS = (("validate",), ("plan", "--refresh=false"))
-
-
-@pytest.fixture
-def offline(tmp_path: Path, capsys: Any) -> Workspace:
-    """A workspace on the in-process sandbox endpoint: nothing here talks to a network."""
-    ws = Workspace(tmp_path / "ws", env={"INVOICESYNC_RETRY_BASE": "0.01"}, capsys=capsys)
-    ws.root.mkdir()
-    ws.write("invoicesync.toml", SANDBOX_CONFIG)
-    (ws.root / "specs").mkdir()
-    return ws
 
 
 def _state_files(ws: Workspace) -> list[str]:
@@ -65,38 +29,28 @@ def _assert_clean_failure(result: RunResult, *expected: str) -> None:
         assert fragment in result.stderr, f"{fragment!r} missing from:\n{result.stderr}"
 
 
-def _assert_spec_error(ws: Workspace, *expected: str) -> list[RunResult]:
-    """`validate` and an offline `plan` both fail with every fragment in stderr, and state/ stays untouched."""
-    results = []
-    for command in OFFLINE_COMMANDS:
-        result = ws.run(*command)
-        _assert_clean_failure(result, *expected)
-        assert _state_files(ws) == [], f"{command} wrote to state/"
-        results.append(result)
-    return results
-
 
 # --- one test per class of spec error ------------------------------------------------------------------
 
 
 def test_yaml_syntax_error_names_file_and_line(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME.replace("invoice_number: ACME-2025-07", "invoice_number: ACME: 2025-07"))
-    _assert_spec_error(offline, "specs/acme.yaml:9:", "YAML")
+    assert_spec_error(offline, "specs/acme.yaml:9:", "YAML")
 
 
 def test_jinja_syntax_error_names_template_and_line(offline: Workspace) -> None:
     offline.write("specs/acme.yaml.j2", ACME.replace("rate: 50", "rate: {{ 50 }"))
-    _assert_spec_error(offline, "specs/acme.yaml.j2:14:", "template syntax error")
+    assert_spec_error(offline, "specs/acme.yaml.j2:14:", "template syntax error")
 
 
 def test_undefined_jinja_variable_names_the_variable_file_and_line(offline: Workspace) -> None:
     offline.write("specs/acme.yaml.j2", ACME.replace("rate: 50", "rate: {{ seat_rate }}"))
-    _assert_spec_error(offline, "specs/acme.yaml.j2:14:", "seat_rate", "undefined")
+    assert_spec_error(offline, "specs/acme.yaml.j2:14:", "seat_rate", "undefined")
 
 
 def test_unknown_field_suggests_the_nearest_field(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME.replace("    lines:\n", "    purchase_order_numbr: PO-1\n    lines:\n"))
-    _assert_spec_error(
+    assert_spec_error(
         offline, "specs/acme.yaml:10:", 'invoice "acme-2025-07"', "purchase_order_numbr", "did you mean",
         "purchase_order_number",
     )
@@ -104,46 +58,46 @@ def test_unknown_field_suggests_the_nearest_field(offline: Workspace) -> None:
 
 def test_unknown_line_field_is_reported_with_its_line_path(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME.replace("rate: 50", "rate: 50\n        quantty: 2"))
-    _assert_spec_error(offline, "specs/acme.yaml:15:", 'invoice "acme-2025-07"', "lines[0].quantty", "did you mean", "quantity")
+    assert_spec_error(offline, "specs/acme.yaml:15:", 'invoice "acme-2025-07"', "lines[0].quantty", "did you mean", "quantity")
 
 
 def test_wrong_type_names_field_path_and_value(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME.replace("rate: 50", "rate: fifty"))
-    _assert_spec_error(offline, "specs/acme.yaml:14:", 'invoice "acme-2025-07"', "lines[0].rate", "decimal", "fifty")
+    assert_spec_error(offline, "specs/acme.yaml:14:", 'invoice "acme-2025-07"', "lines[0].rate", "decimal", "fifty")
 
 
 def test_bad_enum_lists_the_allowed_values(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME.replace("terms: net_30", "terms: net_31"))
-    (result, _) = _assert_spec_error(offline, "specs/acme.yaml:5:", 'invoice "acme-2025-07"', "terms", "net_31")
+    (result, _) = assert_spec_error(offline, "specs/acme.yaml:5:", 'invoice "acme-2025-07"', "terms", "net_31")
     for allowed in ("net_30", "net_60", "due_on_receipt", "custom"):
         assert allowed in result.stderr
 
 
 def test_string_over_its_maximum_length_says_the_limit(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME.replace("invoice_number: ACME-2025-07", "purchase_order_number: " + "P" * 121))
-    _assert_spec_error(offline, "specs/acme.yaml:9:", 'invoice "acme-2025-07"', "purchase_order_number", "120")
+    assert_spec_error(offline, "specs/acme.yaml:9:", 'invoice "acme-2025-07"', "purchase_order_number", "120")
 
 
 def test_number_out_of_range_says_the_bound(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME.replace("rate: 50", "rate: 50\n        discount_percentage: 1000"))
-    _assert_spec_error(offline, "specs/acme.yaml:15:", 'invoice "acme-2025-07"', "lines[0].discount_percentage", "range")
+    assert_spec_error(offline, "specs/acme.yaml:15:", 'invoice "acme-2025-07"', "lines[0].discount_percentage", "range")
 
 
 def test_impossible_date_is_an_error_not_a_rollover(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME.replace("invoice_date: 2025-07-01", "invoice_date: 2025-02-30"))
-    _assert_spec_error(offline, "specs/acme.yaml:8:", 'invoice "acme-2025-07"', "invoice_date", "2025-02-30")
+    assert_spec_error(offline, "specs/acme.yaml:8:", 'invoice "acme-2025-07"', "invoice_date", "2025-02-30")
 
 
 def test_duplicate_address_across_files_names_both_files(offline: Workspace) -> None:
     offline.write("specs/a.yaml", ACME)
     offline.write("specs/b.yaml", ACME.replace("ACME-2025-07\n", "OTHER-1\n"))
-    _assert_spec_error(offline, 'invoice "acme-2025-07"', "specs/a.yaml:7", "specs/b.yaml:7")
+    assert_spec_error(offline, 'invoice "acme-2025-07"', "specs/a.yaml:7", "specs/b.yaml:7")
 
 
 def test_duplicate_invoice_number_names_both_invoices(offline: Workspace) -> None:
     second = ACME.split("invoices:\n")[1].replace("acme-2025-07:", "acme-2025-08:")
     offline.write("specs/acme.yaml", ACME + second)
-    _assert_spec_error(
+    assert_spec_error(
         offline, "specs/acme.yaml:17:", 'invoice "acme-2025-08"', "invoice_number", "ACME-2025-07", "acme-2025-07",
         "specs/acme.yaml:7",
     )
@@ -151,34 +105,34 @@ def test_duplicate_invoice_number_names_both_invoices(offline: Workspace) -> Non
 
 def test_custom_terms_without_due_date_asks_for_one(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME.replace("terms: net_30", "terms: custom"))
-    _assert_spec_error(offline, "specs/acme.yaml:", 'invoice "acme-2025-07"', "due_date", "custom")
+    assert_spec_error(offline, "specs/acme.yaml:", 'invoice "acme-2025-07"', "due_date", "custom")
 
 
 def test_due_date_before_invoice_date_is_refused(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME.replace("    invoice_number:", "    due_date: 2025-06-01\n    invoice_number:"))
-    _assert_spec_error(offline, "specs/acme.yaml:9:", 'invoice "acme-2025-07"', "due_date", "2025-06-01", "2025-07-01")
+    assert_spec_error(offline, "specs/acme.yaml:9:", 'invoice "acme-2025-07"', "due_date", "2025-06-01", "2025-07-01")
 
 
 def test_line_amount_disagreeing_with_quantity_times_rate_is_refused(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME.replace("rate: 50", "rate: 50\n        amount: 60"))
-    _assert_spec_error(offline, "specs/acme.yaml:15:", 'invoice "acme-2025-07"', "lines[0].amount", "60", "50")
+    assert_spec_error(offline, "specs/acme.yaml:15:", 'invoice "acme-2025-07"', "lines[0].amount", "60", "50")
 
 
 def test_top_level_that_is_not_a_mapping_is_refused(offline: Workspace) -> None:
     offline.write("specs/list.yaml", "- acme-2025-07\n- acme-2025-08\n")
-    _assert_spec_error(offline, "specs/list.yaml:1:", "mapping")
+    assert_spec_error(offline, "specs/list.yaml:1:", "mapping")
 
 
 def test_empty_spec_folder_says_there_is_nothing_to_plan(offline: Workspace) -> None:
     offline.write("specs/README.txt", "not a spec\n")
-    _assert_spec_error(offline, "specs", "no spec files")
+    assert_spec_error(offline, "specs", "no spec files")
 
 
 def test_every_error_of_a_run_is_reported_together(offline: Workspace) -> None:
     offline.write("specs/a-type.yaml", ACME.replace("rate: 50", "rate: fifty"))
     offline.write("specs/b-list.yaml", "- 1\n")
     offline.write("specs/c-template.yaml.j2", "{{ nope }}\n")
-    for result in _assert_spec_error(offline, "specs/a-type.yaml:14:", "specs/b-list.yaml:1:", "specs/c-template.yaml.j2:1:"):
+    for result in assert_spec_error(offline, "specs/a-type.yaml:14:", "specs/b-list.yaml:1:", "specs/c-template.yaml.j2:1:"):
         assert "3 errors" in result.stderr
 
 

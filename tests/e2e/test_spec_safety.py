@@ -9,63 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import RunResult, Workspace
-
-SANDBOX_CONFIG = """\
-default_environment = "dev"
-
-[environments.dev]
-endpoint = "sandbox"
-"""
-
-# Line numbers below refer to this text; keep them in step with it.
-ACME = """\
-defaults:
-  entity: 54
-  client: 33973
-  currency: USD
-  terms: net_30
-invoices:
-  acme-2025-07:
-    invoice_date: 2025-07-01
-    invoice_number: ACME-2025-07
-    lines:
-      - product: 2545
-        description: Platform subscription
-        quantity: 1
-        rate: 50
-"""
-
-OFFLINE_COMMANDS = (("validate",), ("plan", "--refresh=false"))
+from tests.e2e.conftest import Workspace, assert_spec_error
+from tests.e2e.specs import ACME
 
 
-@pytest.fixture
-def offline(tmp_path: Path, capsys: Any) -> Workspace:
-    """A workspace on the in-process sandbox endpoint: nothing here talks to a network."""
-    ws = Workspace(tmp_path / "ws", capsys=capsys)
-    ws.root.mkdir()
-    ws.write("invoicesync.toml", SANDBOX_CONFIG)
-    (ws.root / "specs").mkdir()
-    return ws
-
-
-def _assert_spec_error(ws: Workspace, *expected: str, args: tuple[str, ...] = ()) -> list[RunResult]:
-    """`validate` and an offline `plan` both fail cleanly with every fragment in stderr; state/ stays empty."""
-    results = []
-    for command in OFFLINE_COMMANDS:
-        result = ws.run(*command, *args)
-        assert result.exit_code == 1, result.output
-        assert "Traceback" not in result.output and "internal error" not in result.output
-        assert result.stderr.startswith("Error: "), result.stderr
-        for fragment in expected:
-            assert fragment in result.stderr, f"{fragment!r} missing from:\n{result.stderr}"
-        assert not (ws.root / "state").exists() or not any((ws.root / "state").iterdir()), f"{command} wrote to state/"
-        results.append(result)
-    return results
 
 
 # --- source_id -----------------------------------------------------------------------------------------
@@ -75,7 +25,7 @@ def test_two_invoices_with_one_source_id_name_both(offline: Workspace) -> None:
     offline.write("specs/a.yaml", ACME.replace("    lines:\n", "    source_id: crm-1\n    lines:\n", 1))
     second = ACME.replace("acme-2025-07:", "acme-2025-08:").replace("ACME-2025-07", "ACME-2025-08")
     offline.write("specs/b.yaml", second.replace("    lines:\n", "    source_id: crm-1\n    lines:\n", 1))
-    _assert_spec_error(
+    assert_spec_error(
         offline, "specs/b.yaml:10:", 'invoice "acme-2025-08"', "source_id", "'crm-1'", "'acme-2025-07'", "specs/a.yaml:7"
     )
 
@@ -85,7 +35,7 @@ def test_two_invoices_with_one_source_id_name_both(offline: Workspace) -> None:
 
 def test_a_yaml_1_1_number_in_a_number_field_is_refused_with_its_reading(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME.replace("rate: 50", "rate: 1:30"))
-    _assert_spec_error(
+    assert_spec_error(
         offline,
         'specs/acme.yaml:14: invoice "acme-2025-07": lines[0].rate: 1:30 is not a number '
         "(YAML 1.1 would read it as sexagesimal 90); write 90 or quote it if you mean text",
@@ -96,7 +46,7 @@ def test_a_var_in_a_yaml_1_1_form_is_refused_where_it_lands(offline: Workspace) 
     offline.write("specs/acme.yaml.j2", ACME.replace("rate: 50", "rate: {{ rate }}"))
     offline.write("vars.yaml", "rate: 0x1F\n")
     for args in (("--var", "rate=0x1F"), ("--var-file", "vars.yaml")):
-        _assert_spec_error(offline, "specs/acme.yaml.j2:14:", "lines[0].rate: 0x1F is not a number", "hex 31", args=args)
+        assert_spec_error(offline, "specs/acme.yaml.j2:14:", "lines[0].rate: 0x1F is not a number", "hex 31", args=args)
 
 
 def test_string_fields_keep_yaml_1_1_numbers_as_written_in_the_plan(offline: Workspace) -> None:
@@ -110,12 +60,12 @@ def test_string_fields_keep_yaml_1_1_numbers_as_written_in_the_plan(offline: Wor
 
 def test_numbers_too_large_to_read_are_located_errors_not_crashes(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME.replace("rate: 50", "rate: " + "9" * 5000).replace("quantity: 1", "quantity: 1.0E+999999999"))
-    _assert_spec_error(
+    assert_spec_error(
         offline,
         "specs/acme.yaml:14: a number with too many digits (5000 characters)",
     )
     offline.write("specs/acme.yaml", ACME.replace("quantity: 1", "quantity: 1.0E+999999999"))
-    _assert_spec_error(offline, 'specs/acme.yaml:13: invoice "acme-2025-07": lines[0].quantity: 1.0E+999999999 is out of range')
+    assert_spec_error(offline, 'specs/acme.yaml:13: invoice "acme-2025-07": lines[0].quantity: 1.0E+999999999 is out of range')
 
 
 # --- template size bombs ---------------------------------------------------------------------------------
@@ -127,7 +77,7 @@ def test_numbers_too_large_to_read_are_located_errors_not_crashes(offline: Works
 )
 def test_a_template_asking_for_gigabytes_is_refused_at_its_line(offline: Workspace, expression: str) -> None:
     offline.write("specs/acme.yaml.j2", ACME.replace("rate: 50", "rate: 50\n        tax_description: {{ " + expression + " }}"))
-    _assert_spec_error(offline, "specs/acme.yaml.j2:15: refused by the template sandbox")
+    assert_spec_error(offline, "specs/acme.yaml.j2:15: refused by the template sandbox")
 
 
 # --- symbolic links ------------------------------------------------------------------------------------
@@ -140,7 +90,7 @@ def test_a_spec_symlink_out_of_the_workspace_is_refused_unread(offline: Workspac
     offline.write("specs/ok.yaml", ACME)
     (offline.root / "specs" / "stolen.yaml").symlink_to(outside / "acme.yaml")
     (offline.root / "specs" / "more").symlink_to(outside, target_is_directory=True)
-    results = _assert_spec_error(
+    results = assert_spec_error(
         offline,
         f"specs/more: a symbolic link to {outside}, outside the workspace; refused",
         f"specs/stolen.yaml: a symbolic link to {outside / 'acme.yaml'}, outside the workspace; refused",
@@ -163,16 +113,16 @@ def test_a_spec_symlink_inside_the_workspace_keeps_working(offline: Workspace) -
 
 def test_a_nul_byte_in_a_spec_file_is_reported_at_its_line(offline: Workspace) -> None:
     (offline.root / "specs" / "acme.yaml").write_bytes(ACME.replace("USD", "US\0D").encode())
-    _assert_spec_error(offline, "Error: specs/acme.yaml:4: contains a NUL byte")
+    assert_spec_error(offline, "Error: specs/acme.yaml:4: contains a NUL byte")
 
 
 def test_a_nul_byte_in_a_var_file_is_reported_at_its_line(offline: Workspace) -> None:
     offline.write("specs/acme.yaml.j2", ACME.replace("rate: 50", "rate: {{ rate }}"))
     (offline.root / "vars.yaml").write_bytes(b"# rates\nrate: 5\x000\n")
-    _assert_spec_error(offline, "Error: vars.yaml:2: contains a NUL byte", args=("--var-file", "vars.yaml"))
+    assert_spec_error(offline, "Error: vars.yaml:2: contains a NUL byte", args=("--var-file", "vars.yaml"))
 
 
 def test_a_binary_file_named_like_a_spec_is_reported_not_parsed(offline: Workspace) -> None:
     offline.write("specs/acme.yaml", ACME)
     (offline.root / "specs" / "logo.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
-    _assert_spec_error(offline, "specs/logo.yaml:1: file is not valid UTF-8 text")
+    assert_spec_error(offline, "specs/logo.yaml:1: file is not valid UTF-8 text")

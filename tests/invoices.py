@@ -10,7 +10,17 @@ from decimal import Decimal
 from typing import Any
 
 from invoicesync.errors import SourceLocation
-from invoicesync.models import DesiredInvoice, InvoiceBody, Lifecycle, body_digest, dumps_json, loads_json, to_wire, with_source
+from invoicesync.models import (
+    DesiredInvoice,
+    InvoiceBody,
+    Lifecycle,
+    RemoteSnapshot,
+    body_digest,
+    dumps_json,
+    loads_json,
+    to_wire,
+    with_source,
+)
 from invoicesync.state import InvoiceRecord, LifecycleRecord, State
 
 LINEAGE = "0f1c2d3e-0000-4000-8000-000000000001"
@@ -86,3 +96,32 @@ def remote(state: State, address: str, status: str = "open", **changed: Any) -> 
     )
     invoice.update(changed)
     return invoice
+
+
+#: When state records and journal records of the state tests were made.
+T0 = "2025-07-25T18:54:43+00:00"
+
+
+def recorded_body(number: str = "ACME-2025-07", rate: str = "50.10") -> dict[str, Any]:
+    """A wire body as a state record or journal holds it (money as Decimal, with digits past the cent)."""
+    return {
+        "client": 33973,
+        "entity": 54,
+        "invoice_date": "2025-07-01",
+        "invoice_number": number,
+        "lines": [{"product": 2545, "quantity": 1, "rate": Decimal(rate), "tax": Decimal("5.005")}],
+    }
+
+
+def record(invoice_id: int = 145055, **changes: Any) -> InvoiceRecord:
+    """A state record of an open invoice of ``recorded_body()``; ``changes`` replace its fields."""
+    fields: dict[str, Any] = {
+        "id": invoice_id,
+        "digest": "sha256:aaa",
+        "body": recorded_body(),
+        "remote": RemoteSnapshot(status="open", total_amount=Decimal("55.105"), amount_due=Decimal("0.10")),
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    fields.update(changes)
+    return InvoiceRecord(**fields)

@@ -15,41 +15,20 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import pytest
 from psycopg import sql
 
 from invoicesync.errors import LockError, StateError
-from invoicesync.models import RemoteSnapshot
+from invoicesync.state import State, fold_journal, new_state
 from invoicesync.state.postgres import SCHEMA_VERSION, PgJournal, PostgresStore, _key
-from invoicesync.state import InvoiceRecord, State, fold_journal, new_state
+from tests.invoices import T0
+from tests.invoices import record as _record
+from tests.invoices import recorded_body as _body
 from tests.pg import PgServer, pg_schema, pg_server  # noqa: F401  (fixtures)
 
-T0 = "2025-07-25T18:54:43+00:00"
 ENV = "production"
-
-
-def _body(number: str = "ACME-2025-07", rate: str = "50.10") -> dict[str, Any]:
-    return {
-        "client": 33973,
-        "entity": 54,
-        "invoice_date": "2025-07-01",
-        "invoice_number": number,
-        "lines": [{"product": 2545, "quantity": 1, "rate": Decimal(rate), "tax": Decimal("5.005")}],
-    }
-
-
-def _record(invoice_id: int = 145055) -> InvoiceRecord:
-    return InvoiceRecord(
-        id=invoice_id,
-        digest="sha256:aaa",
-        body=_body(),
-        remote=RemoteSnapshot(status="open", total_amount=Decimal("55.105"), amount_due=Decimal("0.10")),
-        created_at=T0,
-        updated_at=T0,
-    )
 
 
 def _state_with(*addresses: str, environment: str = ENV, lineage: str | None = None) -> State:

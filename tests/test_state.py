@@ -20,11 +20,8 @@ import pytest
 import invoicesync
 from invoicesync.errors import LockError, StateError
 from invoicesync.models import Lifecycle, RemoteSnapshot, dumps_json, loads_json
-from invoicesync.state.journal import Intent, parse_record
-from invoicesync.state.lock import LockInfo, os_user
 from invoicesync.state import (
     FORMAT_VERSION,
-    InvoiceRecord,
     Journal,
     LifecycleRecord,
     State,
@@ -32,33 +29,16 @@ from invoicesync.state import (
     fold_journal,
     new_state,
 )
+from invoicesync.state.journal import Intent, parse_record
+from invoicesync.state.lock import LockInfo, os_user
+from tests.invoices import T0
+from tests.invoices import record as _record
+from tests.invoices import recorded_body as _body
 
-T0 = "2025-07-25T18:54:43+00:00"
 T1 = "2025-07-26T09:00:00+00:00"
 T2 = "2025-07-27T09:00:00+00:00"
 
 
-def _body(number: str = "ACME-2025-07", rate: str = "50.10") -> dict[str, Any]:
-    return {
-        "client": 33973,
-        "entity": 54,
-        "invoice_date": "2025-07-01",
-        "invoice_number": number,
-        "lines": [{"product": 2545, "quantity": 1, "rate": Decimal(rate), "tax": Decimal("5.005")}],
-    }
-
-
-def _record(invoice_id: int = 145055, **changes: Any) -> InvoiceRecord:
-    fields: dict[str, Any] = {
-        "id": invoice_id,
-        "digest": "sha256:aaa",
-        "body": _body(),
-        "remote": RemoteSnapshot(status="open", total_amount=Decimal("55.105"), amount_due=Decimal("0.10")),
-        "created_at": T0,
-        "updated_at": T0,
-    }
-    fields.update(changes)
-    return InvoiceRecord(**fields)
 
 
 @pytest.fixture

@@ -40,21 +40,6 @@ schema = "{schema}"
 """
 
 
-def _specs(n: int, prefix: str = "inv") -> str:
-    lines = ["defaults:", "  entity: 54", "  client: 33974", "  terms: net_15", "invoices:"]
-    for i in range(n):
-        lines += [
-            f"  {prefix}-{i:03d}:",
-            f"    invoice_date: 2025-09-{1 + i % 28:02d}",
-            "    lines:",
-            "      - product: 2546",
-            f"        description: Support, seat {i}",
-            f"        quantity: {1 + i % 4}",
-            "        rate: 12.5",
-        ]
-    return "\n".join(lines) + "\n"
-
-
 @dataclass
 class Team:
     """A workspace as it is in git (specs and config, never state/), and fresh runner checkouts of it."""
@@ -202,7 +187,7 @@ def _faults(server: SandboxServer, seed: int, workspace_env: dict[str, str]) -> 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_runners_lost_mid_apply_leave_no_duplicates_with_postgres_state(seed: int, team: Team, sandbox_server: SandboxServer) -> None:
-    team.write("specs/load.yaml", _specs(INVOICES))
+    team.write("specs/load.yaml", load(INVOICES))
     _faults(sandbox_server, seed, team.env)
 
     kills = _kill_three_runners(team, sandbox_server, random.Random(seed), _nothing_carried)
@@ -225,7 +210,7 @@ def test_runners_lost_mid_apply_leave_no_duplicates_with_postgres_state(seed: in
 def test_the_same_lost_runners_with_local_files_make_duplicates(files_team: Team, sandbox_server: SandboxServer) -> None:
     # The control: the state file committed to git by finished runs, the dead runs' journals lost with them.
     team = files_team
-    team.write("specs/load.yaml", _specs(INVOICES))
+    team.write("specs/load.yaml", load(INVOICES))
     _faults(sandbox_server, 1, team.env)
 
     assert _kill_three_runners(team, sandbox_server, random.Random(1), _state_committed_to_git) == 3
@@ -273,7 +258,7 @@ def test_a_fresh_runner_waits_out_the_settle_window_of_a_lost_runners_creates(te
 
 
 def test_two_runners_at_once_one_applies_and_the_other_is_refused_naming_it(team: Team, sandbox_server: SandboxServer) -> None:
-    team.write("specs/load.yaml", _specs(30))
+    team.write("specs/load.yaml", load(30))
     sandbox_server.set_faults(latency_ms=100)
     first, second = team.checkout(), team.checkout()
     procs = [w.spawn("apply", "--auto-approve", "--parallelism", "2") for w in (first, second)]
@@ -289,7 +274,7 @@ def test_two_runners_at_once_one_applies_and_the_other_is_refused_naming_it(team
 
 
 def test_two_runners_at_once_the_second_waits_for_the_lock_and_finds_nothing_to_do(team: Team, sandbox_server: SandboxServer) -> None:
-    team.write("specs/load.yaml", _specs(30))
+    team.write("specs/load.yaml", load(30))
     sandbox_server.set_faults(latency_ms=50)
     procs = [w.spawn("apply", "--auto-approve", "--lock-timeout", "60") for w in (team.checkout(), team.checkout())]
     results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
@@ -300,7 +285,7 @@ def test_two_runners_at_once_the_second_waits_for_the_lock_and_finds_nothing_to_
 
 
 def test_a_sigkilled_holders_lock_is_taken_by_the_next_runner_within_30_s(team: Team, sandbox_server: SandboxServer) -> None:
-    team.write("specs/load.yaml", _specs(30))
+    team.write("specs/load.yaml", load(30))
     sandbox_server.set_faults(latency_ms=200)
     holder = team.checkout().spawn("apply", "--auto-approve", "--parallelism", "2")
     assert _wait_for(lambda: bool(team.query("SELECT pid FROM {schema}.locks")) and len(sandbox_server.invoices()) > 0, 30, holder)
@@ -327,7 +312,7 @@ def test_force_unlock_says_whose_lock_it_is_and_ends_that_session(team: Team, pg
         )],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    team.write("specs/a.yaml", _specs(1))
+    team.write("specs/a.yaml", load(1))
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         runner = team.checkout()
@@ -346,7 +331,7 @@ def test_force_unlock_says_whose_lock_it_is_and_ends_that_session(team: Team, pg
 
 
 def test_state_history_lists_every_serial_with_its_command_and_who(team: Team, sandbox_server: SandboxServer) -> None:
-    team.write("specs/a.yaml", _specs(3))
+    team.write("specs/a.yaml", load(3))
     _ok(team.checkout().run("apply", "--auto-approve"))
     runner = team.checkout()
     _ok(runner.run("state", "rm", "inv-002"))
@@ -366,7 +351,7 @@ def test_state_history_lists_every_serial_with_its_command_and_who(team: Team, s
 
 
 def test_pull_from_one_schema_and_push_into_another_gives_a_plan_without_changes(team: Team, tmp_path: Path) -> None:
-    team.write("specs/a.yaml", _specs(4))
+    team.write("specs/a.yaml", load(4))
     _ok(team.checkout().run("apply", "--auto-approve"))
     pulled = _ok(team.checkout().run("state", "pull")).stdout
     saved = tmp_path / "pulled.json"
@@ -390,7 +375,7 @@ def test_pull_from_one_schema_and_push_into_another_gives_a_plan_without_changes
 
 
 def test_a_push_of_another_lineage_is_refused_unless_forced(team: Team, tmp_path: Path) -> None:
-    team.write("specs/a.yaml", _specs(2))
+    team.write("specs/a.yaml", load(2))
     _ok(team.checkout().run("apply", "--auto-approve"))
     current = json.loads(_ok(team.checkout().run("state", "pull")).stdout)
     foreign = {**current, "lineage": "00000000-0000-4000-8000-000000000000", "serial": current["serial"] + 5}
@@ -409,7 +394,7 @@ def test_a_push_of_another_lineage_is_refused_unless_forced(team: Team, tmp_path
 
 def test_moving_from_files_to_postgres_is_one_state_push(files_team: Team, sandbox_server: SandboxServer) -> None:
     team = files_team
-    team.write("specs/a.yaml", _specs(5))
+    team.write("specs/a.yaml", load(5))
     laptop = Workspace(team.origin, env=dict(team.env), capsys=team.capsys)  # one person's workspace, state in files
     _ok(laptop.run("apply", "--auto-approve"))
     local = laptop.state()
@@ -429,7 +414,7 @@ def test_moving_from_files_to_postgres_is_one_state_push(files_team: Team, sandb
 
 def test_pull_and_push_work_on_local_files_too(files_team: Team, tmp_path: Path) -> None:
     team = files_team
-    team.write("specs/a.yaml", _specs(2))
+    team.write("specs/a.yaml", load(2))
     ws = Workspace(team.origin, env=dict(team.env), capsys=team.capsys)
     none_yet = ws.run("state", "pull")
     assert none_yet.exit_code == 1 and "no state yet" in none_yet.stderr
@@ -449,7 +434,7 @@ def test_environments_lists_each_with_endpoint_backend_and_serial(team: Team, sa
     config = team.origin / "pyproject.toml"
     config.write_text(config.read_text() + '\n[tool.invoicesync.environments.demo]\nendpoint = "sandbox"\n'
                       '[tool.invoicesync.environments.demo.backend]\ntype = "local"\n')
-    team.write("specs/a.yaml", _specs(2))
+    team.write("specs/a.yaml", load(2))
     runner = team.checkout()
     _ok(runner.run("apply", "--auto-approve"))
     listed = {e["name"]: e for e in json.loads(_ok(runner.run("environments", "--json")).stdout)}
@@ -486,7 +471,7 @@ def test_a_database_that_cannot_be_used_is_a_clear_error_and_nothing_is_written(
     case: str, command: tuple[str, ...], team: Team, sandbox_server: SandboxServer, bad_dsns: dict[str, tuple[str, str]],
 ) -> None:
     dsn, expected = bad_dsns[case]
-    team.write("specs/a.yaml", _specs(3))
+    team.write("specs/a.yaml", load(3))
     runner = team.checkout()
     runner.env["INVOICESYNC_PG_DSN"] = dsn
     result = runner.run(*command)
@@ -502,7 +487,7 @@ def test_a_database_that_cannot_be_used_is_a_clear_error_and_nothing_is_written(
 
 
 def test_an_unset_connection_string_variable_is_named(team: Team, sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    team.write("specs/a.yaml", _specs(1))
+    team.write("specs/a.yaml", load(1))
     runner = team.checkout()
     del runner.env["INVOICESYNC_PG_DSN"]
     monkeypatch.delenv("INVOICESYNC_PG_DSN", raising=False)

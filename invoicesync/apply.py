@@ -2,7 +2,7 @@
 
 Owns: executing a ``Plan`` with bounded concurrency (creates exactly once, waiting out the settle
 window of a create whose answer was lost; updates by PATCH after a look-up; removals per lifecycle),
-refresh (reading managed invoices back) and import (adopting an existing invoice). What an
+and import (adopting an existing invoice). What an
 interrupted run left is settled by ``recovery``. Never parses arguments or formats output: progress
 is reported through callbacks of ``Outcome`` values and settle waits.
 """
@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -358,43 +358,6 @@ async def _remove(run: _Run, change: Change, how: OnRemove, *, report: bool = Tr
     if report:
         run.report(Outcome(change.address, change.action, ok=True, invoice_id=invoice_id))
     return True
-
-
-# --- refresh -----------------------------------------------------------------------------------------
-
-
-async def refresh(
-    state: State, client: CampfireClient, *, addresses: Iterable[str] | None = None, parallelism: int = 8
-) -> dict[str, dict[str, Any] | None]:
-    """Read managed invoices back from Campfire: address -> invoice, or None where Campfire says 404."""
-    wanted = sorted(state.invoices if addresses is None else addresses)
-    semaphore = asyncio.Semaphore(max(1, parallelism))
-
-    async def one(address: str) -> tuple[str, dict[str, Any] | None]:
-        async with semaphore:
-            return address, await client.get_invoice(state.invoices[address].id)
-
-    pairs = await asyncio.gather(*(one(a) for a in wanted if a in state.invoices))
-    return dict(pairs)
-
-
-def with_remote_snapshots(state: State, remote: Mapping[str, Mapping[str, Any] | None]) -> State:
-    """A copy of ``state`` whose records carry the refreshed remote snapshots.
-
-    An invoice Campfire answered 404 for keeps its last snapshot, marked ``deleted`` (so money views
-    stop counting it; the next plan creates it again).
-    """
-    invoices = dict(state.invoices)
-    for address, invoice in remote.items():
-        record = invoices.get(address)
-        if record is None:
-            continue
-        if invoice is not None:
-            snapshot = RemoteSnapshot.from_response(invoice)
-        else:
-            snapshot = (record.remote or RemoteSnapshot()).model_copy(update={"status": "deleted", "payment_status": "deleted"})
-        invoices[address] = record.model_copy(update={"remote": snapshot})
-    return state.model_copy(update={"invoices": invoices})
 
 
 # --- import ------------------------------------------------------------------------------------------

@@ -291,7 +291,7 @@ async def _refreshed(
     s: Session, hooks: Hooks, *, parallelism: int, targets: Sequence[str]
 ) -> dict[str, Any] | None:
     """Campfire's invoices for the state's addresses (the targeted ones), or None when not read."""
-    from invoicesync.apply import refresh as read_back
+    from invoicesync.refresh import read_back
 
     if not s.state.invoices:
         return {}  # nothing recorded, so nothing to read back: the plan is as fresh as it gets
@@ -333,7 +333,7 @@ async def _plan_online(
     replace: Sequence[str],
 ) -> tuple[Plan, State]:
     """Refresh (unless told not to), learn the facts and plan; returns the plan and the refreshed state."""
-    from invoicesync.apply import with_remote_snapshots
+    from invoicesync.refresh import with_remote_snapshots
 
     remote = await _refreshed(s, hooks, parallelism=parallelism, targets=targets) if refresh else None
     state = with_remote_snapshots(s.state, remote) if remote else s.state
@@ -467,8 +467,8 @@ def refresh(settings: Settings, hooks: Hooks, *, parallelism: int = 8, lock_time
     """Read every managed invoice back and record the remote snapshots; writes only when something is news."""
 
     async def run(store: Backend) -> RefreshResult:
-        from invoicesync.apply import refresh as read_back
-        from invoicesync.apply import with_remote_snapshots
+        from invoicesync.refresh import read_back
+        from invoicesync.refresh import with_remote_snapshots
 
         async with session(settings, store, hooks, client_required=True) as s:
             assert s.client is not None

@@ -7,11 +7,12 @@ Owns nothing itself; re-exports the public API::
     sb.app            # the Starlette ASGI app
     sb.transport()    # httpx transport for in-process use
     sb.set_faults(FaultSettings(drop_rate=0.1, seed=7)); sb.faults; sb.stats(); sb.reset(); sb.invoices()
+    sb.set_faults(FaultSettings(rate_limit=60, burst=6))  # one token bucket for every Campfire request
 
 ``invoicesync.sandbox.server`` serves it over HTTP (``serve``, ``BackgroundServer``). Modules:
 ``app`` (routes, auth, idempotency, control API), ``validation`` (DRF error bodies), ``store``
 (records, server-side fields, persistence), ``listing`` (list filters and pages), ``faults``
-(fault settings and injection), ``fixtures`` (entities, clients, products, contracts, accounts),
+(fault settings and injection, the rate limit), ``fixtures`` (entities, clients, products, contracts, accounts),
 ``transport`` (in-process httpx transport). Nothing here imports the tool's planning code.
 """
 

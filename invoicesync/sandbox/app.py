@@ -16,13 +16,15 @@ Behaviour the real API does not document [unverified], kept here so clients meet
 - List items carry the retrieve response's keys plus ``is_deleted`` (always false).
 - ``POST .../pay/`` records ``empty_transactions`` only; bank ``transactions`` and credit or debit
   memos are answered with 400 ``{"error": ...}``.
-- ``POST /_sandbox/reset`` also zeroes the stats and restarts the id sequences.
+- ``POST /_sandbox/reset`` also zeroes the stats, restarts the id sequences and fills the rate
+  limit's bucket.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, fields
 from decimal import Decimal
@@ -38,7 +40,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from invoicesync.models import canonical_json, dumps_json, loads_json
-from invoicesync.sandbox.faults import FaultInjector, FaultMiddleware, FaultSettings, Stats
+from invoicesync.sandbox.faults import Clock, FaultInjector, FaultMiddleware, FaultSettings, Stats
 from invoicesync.sandbox.fixtures import Fixtures, load_fixtures
 from invoicesync.sandbox.listing import page_links, parse_query, select
 from invoicesync.sandbox.store import InvoiceStore, NotFound, Refused, render_payment
@@ -71,7 +73,9 @@ class Sandbox:
     ``data_file`` keeps the invoices in a JSON file: an atomically written snapshot plus a change log
     beside it (``<file>.changes``, one fsynced line per change), read on start and folded into the
     snapshot by ``close()``; ``fixtures_file`` replaces the built-in fixtures; ``tokens`` are the accepted API keys;
-    ``honour_idempotency=False`` makes the sandbox ignore ``Idempotency-Key`` as Campfire may.
+    ``honour_idempotency=False`` makes the sandbox ignore ``Idempotency-Key`` as Campfire may;
+    ``faults`` are the fault settings and rate limit to start with; ``clock`` (``time.monotonic`` by
+    default) times the rate limit's refill, for tests that step time themselves.
     """
 
     def __init__(
@@ -81,12 +85,13 @@ class Sandbox:
         tokens: Collection[str] = (DEFAULT_TOKEN,),
         honour_idempotency: bool = True,
         faults: FaultSettings | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.fixtures: Fixtures = load_fixtures(fixtures_file)
         self.store = InvoiceStore(self.fixtures, data_file)
         self.tokens = frozenset(tokens)
         self.honour_idempotency = honour_idempotency
-        self._injector = FaultInjector(faults)
+        self._injector = FaultInjector(faults) if clock is None else FaultInjector(faults, clock)
         self._stats = Stats()
         self.app = self._build_app()
 
@@ -98,7 +103,10 @@ class Sandbox:
         return self._injector.settings
 
     def set_faults(self, settings: FaultSettings) -> None:
-        """Replace the fault settings and restart the random stream from ``settings.seed``."""
+        """Replace the fault settings and restart the random stream from ``settings.seed``.
+
+        The rate limit's bucket starts full again when ``rate_limit`` or ``burst`` change.
+        """
         self._injector.configure(settings, reseed=True)
 
     def stats(self) -> dict[str, Any]:
@@ -108,9 +116,10 @@ class Sandbox:
         return out
 
     def reset(self) -> None:
-        """Forget every invoice (fixtures stay) and zero the counters."""
+        """Forget every invoice (fixtures stay), zero the counters and fill the rate limit's bucket."""
         self.store.reset()
         self._stats.reset()
+        self._injector.refill()
 
     def invoices(self) -> list[dict[str, Any]]:
         """Every current invoice as the API would return it (copies), by id."""
@@ -381,7 +390,15 @@ class Sandbox:
             if name == "seed":
                 if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                     errors[name] = ["A valid integer is required."]
-            elif isinstance(value, bool) or not isinstance(value, int | float) and not _is_decimal(value):
+            elif name == "burst":
+                # The bound first: int() of a Decimal like 1E+99999999 would take forever.
+                if not _is_number(value) or not -(2**63) < value < 2**63 or value != int(value):
+                    errors[name] = ["A valid integer is required."]
+                else:
+                    value = int(value)
+            elif name == "rate_limit" and value is None:
+                pass  # no limit
+            elif not _is_number(value):
                 errors[name] = ["A valid number is required."]
             else:
                 value = float(value)
@@ -404,5 +421,10 @@ class Sandbox:
         return _json_response(200, self.stats())
 
 
-def _is_decimal(value: Any) -> bool:
-    return isinstance(value, Decimal) and value.is_finite()
+def _is_number(value: Any) -> bool:
+    """A JSON number (money-safe Decimal, int or float) that is finite; not a bool."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, Decimal):
+        return value.is_finite()
+    return isinstance(value, int | float) and math.isfinite(value)

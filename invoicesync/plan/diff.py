@@ -26,9 +26,6 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from deepdiff import DeepDiff
-from deepdiff.helper import NotPresent
-
 from invoicesync.errors import field_path
 from invoicesync.models import DesiredInvoice, project_remote
 from invoicesync.money import canonical_decimal
@@ -67,6 +64,11 @@ def diff_values(before: Any, after: Any) -> Diff:
     """``{path: (before, after)}`` for every leaf that differs between two normalised bodies."""
     if before == after:
         return {}
+    # Imported here: most plans diff nothing (an unchanged invoice is settled by comparing bodies),
+    # and deepdiff is a tenth of the CLI's start-up.
+    from deepdiff import DeepDiff
+    from deepdiff.helper import NotPresent
+
     out: Diff = {}
     tree = DeepDiff(before, after, view="tree", threshold_to_diff_deeper=0)
     for levels in tree.values():

@@ -10,11 +10,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import simplejson
-from rich.console import Console
-from rich.text import Text
 
 from invoicesync.errors import UsageError
 from invoicesync.models import dumps_json
@@ -33,6 +31,10 @@ from invoicesync.plan import (
     plan_to_dict,
     plan_totals,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 PlanFormat = Literal["text", "markdown", "json"]
 ResultFormat = Literal["text", "json"]
@@ -84,6 +86,67 @@ def _moves_currency(change: Change) -> bool:
     return change.money_key_before != change.money_key
 
 
+# --- styled lines ----------------------------------------------------------------------------------
+
+# What rich drops from text it is given (bell, backspace, vertical tab, form feed, carriage return):
+# a spec's text must not move the terminal's cursor.
+_CONTROL_CODES = dict.fromkeys((7, 8, 11, 12, 13))
+
+
+class _Line:
+    """One line of text made of styled parts, as rich's ``Text`` holds it (control codes dropped).
+
+    Plain text (no colour, no wrapping) is joined straight from the parts; rich is imported, and a
+    ``Text`` made, only for a console that colours or wraps. rich is a tenth of the CLI's start-up,
+    and building its ``Text`` per line dominated rendering a big plan.
+    """
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, text: str = "") -> None:
+        self._parts: list[tuple[str, str]] = []
+        self.append(text)
+
+    def append(self, text: str, style: str = "") -> _Line:
+        """Add ``text`` in ``style`` (none when empty); returns the line."""
+        if text:
+            self._parts.append((text.translate(_CONTROL_CODES), style))
+        return self
+
+    def append_text(self, other: _Line) -> _Line:
+        """Add another line's parts, styles kept; returns the line."""
+        self._parts.extend(other._parts)
+        return self
+
+    @property
+    def plain(self) -> str:
+        """The text without styles."""
+        return "".join(text for text, _style in self._parts)
+
+    def __bool__(self) -> bool:
+        return any(text for text, _style in self._parts)
+
+    def rstrip(self) -> None:
+        """Drop white space from the end."""
+        parts = self._parts
+        while parts:
+            text, style = parts[-1]
+            stripped = text.rstrip()
+            if stripped:
+                parts[-1] = (stripped, style)
+                return
+            parts.pop()
+
+    def to_rich(self) -> Text:
+        """The line as rich's ``Text``."""
+        from rich.text import Text
+
+        text = Text()
+        for part, style in self._parts:
+            text.append(part, style=style)
+        return text
+
+
 # --- plans -----------------------------------------------------------------------------------------
 
 ACTION_SYMBOLS: Mapping[Action, str] = {
@@ -131,12 +194,16 @@ def render_plan(plan: Plan, fmt: PlanFormat = "text", *, color: bool = False, wi
     if not color and width is None:
         # Plain text needs no console; rich's per-line rendering dominates big plans otherwise.
         return "".join(line.plain + "\n" for line in lines)
+    from rich.text import Text
+
     console, out = _console(color, width)
-    console.print(Text("\n").join(lines))
+    console.print(Text("\n").join(line.to_rich() for line in lines))
     return out.getvalue()
 
 
 def _console(color: bool, width: int | None) -> tuple[Console, io.StringIO]:
+    from rich.console import Console
+
     out = io.StringIO()
     console = Console(
         file=out,
@@ -157,18 +224,18 @@ def _listed(plan: Plan) -> list[Change]:
     return [c for c in plan.changes if c.action is not Action.NOOP]
 
 
-def _plan_lines(plan: Plan) -> list[Text]:
+def _plan_lines(plan: Plan) -> list[_Line]:
     listed = _listed(plan)
     n = counts(plan)
-    lines: list[Text] = []
+    lines: list[_Line] = []
     if not listed:
-        lines.append(Text(_no_changes_sentence(n["noop"])))
+        lines.append(_Line(_no_changes_sentence(n["noop"])))
         notes = _notes(plan)
         if notes:
-            lines.append(Text(""))
-            lines.extend(Text(note) for note in notes)
+            lines.append(_Line(""))
+            lines.extend(_Line(note) for note in notes)
         if plan.managed:
-            lines.append(Text(_managed_text(plan.managed)))
+            lines.append(_Line(_managed_text(plan.managed)))
         return lines
 
     rows = [_Row.of(c) for c in listed]
@@ -178,7 +245,7 @@ def _plan_lines(plan: Plan) -> list[Text]:
     for row in rows:
         style = _BLOCKED_STYLE if row.change.blocked else ACTION_STYLES[row.change.action]
         symbol = _BLOCKED_SYMBOL if row.change.blocked else ACTION_SYMBOLS[row.change.action]
-        line = Text()
+        line = _Line()
         line.append(symbol.rjust(3), style=style)
         line.append(" ")
         line.append(row.change.address.ljust(address_width), style="bold")
@@ -193,15 +260,15 @@ def _plan_lines(plan: Plan) -> list[Text]:
         lines.append(line)
         lines.extend(row.sub_lines)
 
-    lines.append(Text(""))
+    lines.append(_Line(""))
     for note in _notes(plan):
-        lines.append(Text(note))
-    summary = Text(_plan_sentence(n, plan))
+        lines.append(_Line(note))
+    summary = _Line(_plan_sentence(n, plan))
     summary.append(_GAP)
     summary.append(f"Billing: {_billing_text(plan_totals(plan))}", style="bold")
     lines.append(summary)
     if plan.managed:
-        lines.append(Text(_managed_text(plan.managed)))
+        lines.append(_Line(_managed_text(plan.managed)))
     return lines
 
 
@@ -225,8 +292,8 @@ class _Row:
     change: Change
     label: str
     ident: str
-    detail: Text
-    sub_lines: list[Text]
+    detail: _Line
+    sub_lines: list[_Line]
 
     @classmethod
     def of(cls, change: Change) -> _Row:
@@ -238,7 +305,7 @@ class _Row:
         else:
             ident = f"id {change.invoice_id}" if change.invoice_id is not None else ""
 
-        detail = Text()
+        detail = _Line()
         fields = list(change.field_changes)
         inline: FieldChange | None = None
         if action is Action.CREATE:
@@ -268,9 +335,9 @@ class _Row:
                 detail.append(_GAP)
             detail.append(f"({reason})", style="italic")
 
-        sub_lines = [Text(_INDENT).append_text(_field_text(f)) for f in fields]
+        sub_lines = [_Line(_INDENT).append_text(_field_text(f)) for f in fields]
         if change.blocked:
-            sub_lines.append(Text(_INDENT).append(f"blocked: {change.blocked}", style=_BLOCKED_STYLE))
+            sub_lines.append(_Line(_INDENT).append(f"blocked: {change.blocked}", style=_BLOCKED_STYLE))
         return cls(change, label, ident, detail, sub_lines)
 
 
@@ -305,9 +372,9 @@ def _field_parts(change: FieldChange) -> tuple[str, str, str]:
     return change.path, "", f"{_value_text(key, change.before)} -> {_value_text(key, change.after)}"
 
 
-def _field_text(change: FieldChange) -> Text:
+def _field_text(change: FieldChange) -> _Line:
     path, how, value = _field_parts(change)
-    text = Text(f"{path}: ")
+    text = _Line(f"{path}: ")
     if how:
         text.append(how + " ", style="green" if how == "added" else "red")
     text.append(value)

@@ -6,10 +6,7 @@ Decides nothing: every decision is already in the ``ApplyResult`` or ``State``. 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
-
-from rich.console import Console
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from invoicesync.errors import NotFoundError, UsageError, did_you_mean
 from invoicesync.models import dumps_json
@@ -34,6 +31,10 @@ from invoicesync.render.plan import (
     render_money,
 )
 from invoicesync.state import InvoiceRecord, State
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 # --- apply results ---------------------------------------------------------------------------------
 
@@ -86,6 +87,8 @@ def render_apply_result(
     if fmt != "text":
         raise UsageError(f"Unknown result format {fmt!r}: use text or json.")
 
+    from rich.text import Text  # only text needs rich (a tenth of the start-up)
+
     console, out = _console(color, None)
     listed = [o for o in outcomes if not o.ok and not o.skipped] if only_failures else outcomes
     if listed and only_failures:
@@ -128,6 +131,8 @@ def render_outcome(outcome: Outcome, *, color: bool = False, address_width: int 
 
 
 def _outcome_lines(o: Outcome, address_width: int, action_width: int) -> list[Text]:
+    from rich.text import Text
+
     status, style = ("ok", "green") if o.ok else (("skipped", "dim") if o.skipped else ("failed", "bold red"))
     symbol = ACTION_SYMBOLS[o.action] if o.ok else ("·" if o.skipped else _BLOCKED_SYMBOL)
     line = Text()
@@ -191,6 +196,8 @@ def render_show(
     if fmt != "text":
         raise UsageError(f"Unknown format {fmt!r}: use text or json.")
 
+    from rich.text import Text
+
     console, out = _console(color, None)
     if not state.invoices:
         console.print(Text(f"The state of environment {state.environment!r} holds no invoices."))
@@ -230,6 +237,8 @@ def _print_table(
     right: Sequence[int] = (),
     styles: Mapping[int, Mapping[str, str]] | None = None,
 ) -> None:
+    from rich.text import Text
+
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
 
     def line(row: Sequence[str], bold: bool = False) -> Text:
@@ -318,6 +327,8 @@ def _show_one(state: State, address: str, record: InvoiceRecord, fmt: ResultForm
         ("created", record.created_at),
         ("updated", record.updated_at),
     ]
+    from rich.text import Text
+
     console, out = _console(color, None)
     console.print(Text(address, style="bold"))
     label_width = max(len(k) for k, _ in fields)

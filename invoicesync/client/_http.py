@@ -11,9 +11,13 @@ Retry policy, per request:
 * connection errors (``httpx.TransportError``) and 5xx replies are retried with exponential backoff
   and full jitter, ``random.uniform(0, min(backoff_max, backoff_base * 2**n))`` before the n-th
   retry (n from 0), for at most ``max_attempts`` sends in all;
-* 429 honours ``Retry-After`` (seconds or an HTTP-date) and sets a client-wide "resume at" time that
-  every request of this client waits for before it sends, so a burst of 429s slows the whole run
-  instead of failing it. 429s do not count against ``max_attempts``; a request gives up at once when
+* every send takes a slot from the client's ``Pacer`` (``_pacer.py``): no wait at all until Campfire
+  first answers 429, then a request rate adapted to the 429s (cut multiplicatively, raised
+  additively), shared by every request of the client, so a rate limit slows the whole run to about
+  the limit instead of failing it or collapsing it;
+* a 429 honours ``Retry-After`` (seconds or an HTTP-date) as the earliest time that request is sent
+  again, spread over up to half as long again at random so that requests throttled together do not
+  come back together. 429s do not count against ``max_attempts``; a request gives up at once when
   its throttle waits would pass ``max_throttle_wait`` seconds (saying what Campfire asked for). A
   ``Retry-After`` in the past, negative, infinite or unreadable is no instruction: the usual back-off;
 * 400/401/403/404/409/422 (any other status below 500) are never retried.
@@ -48,6 +52,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import httpx
 
 from invoicesync import __version__
+from invoicesync.client._pacer import Pacer
 from invoicesync.client._support import (
     INVOICES_PATH,
     Reconcile,
@@ -187,7 +192,7 @@ class CampfireClient:
         # The read timeout bounds each wait for a byte; this bounds the whole response (a server that
         # trickles its answer a byte at a time would otherwise hold a request forever).
         self._deadline = read_timeout
-        self._resume_at = 0.0  # time.monotonic() before which no request of this client is sent
+        self.pacer = Pacer()  # one request rate for every request of this client, learnt from 429s
         self.stats = ClientStats()
         self._http = httpx.AsyncClient(
             transport=transport,
@@ -649,24 +654,29 @@ class CampfireClient:
         """Full-jitter exponential backoff before retry number ``failures`` (0-based)."""
         return random.uniform(0.0, min(self.backoff_max, self.backoff_base * 2.0**failures))
 
-    async def _wait_for_throttle(self, waited: float, method: str, path: str) -> float:
-        """Wait until the client-wide "resume at" time; returns this request's throttle wait so far."""
+    async def _take_slot(self, limit: float | None = None) -> float | None:
+        """Wait for this send's slot from the pacer (no wait at all until Campfire has throttled).
+
+        Returns the seconds waited, or None (without waiting) when the slot is further off than ``limit``.
+        """
+        waited = 0.0
         while True:
-            delay = self._resume_at - time.monotonic()
-            if delay <= 0:
+            now = time.monotonic()
+            at, generation = self.pacer.reserve(now)
+            if at <= now:
                 return waited
-            if waited + delay > self.max_throttle_wait:
-                raise ApiError(
-                    f"{method} {path} failed: Campfire is rate limiting (429) and asks to wait "
-                    f"{delay:.1f} s more; gave up after {waited:.1f} s of throttle waits "
-                    f"(limit {self.max_throttle_wait:g} s).",
-                    status=429,
-                    method=method,
-                    path=path,
-                )
-            await asyncio.sleep(delay)
-            waited += delay
-            self.stats.throttle_wait_seconds += delay
+            if limit is not None and waited + (at - now) > limit:
+                return None
+            await asyncio.sleep(at - now)
+            waited += at - now
+            self.stats.pace_wait_seconds += at - now
+            if generation == self.pacer.generation:
+                return waited  # else the pace was cut meanwhile: book again at the new pace
+
+    @property
+    def rate(self) -> tuple[float, float | None]:
+        """(requests/s answered over the last second, the pace in requests/s or None while unpaced)."""
+        return self.pacer.current(time.monotonic()), self.pacer.rate
 
     async def _call(
         self,
@@ -695,13 +705,11 @@ class CampfireClient:
         sends = 0
         uncertain = False  # some send may have taken effect
         unchecked = False  # ... and no reconcile has looked since
+        slotted = False  # this send has its slot already (taken right after a throttle wait)
         while True:
-            if self._resume_at > time.monotonic():
-                try:
-                    waited = await self._wait_for_throttle(waited, method, shown_path)
-                except ApiError as throttle_error:
-                    throttle_error.uncertain = uncertain
-                    raise
+            if not slotted:
+                await self._take_slot()
+            slotted = False
             if sends:
                 self.stats.retries += 1
                 if before_resend is not None:
@@ -709,6 +717,7 @@ class CampfireClient:
             sends += 1
             self.stats.requests += 1
             sent_at = time.monotonic()
+            self.pacer.sent(sent_at)
             failure: _Failure
             deadline = asyncio.timeout(self._deadline)
             try:
@@ -732,6 +741,8 @@ class CampfireClient:
                 failure = _Failure(uncertain=True, exc=late)  # like a read timeout: it may have been sent
             else:
                 status = response.status_code
+                if status != 429:
+                    self.pacer.succeeded(time.monotonic(), sent_at)
                 if status < 300:
                     try:
                         data = loads_json(response.content) if response.content else None
@@ -749,10 +760,26 @@ class CampfireClient:
                         error = self._status_error(method, shown_path, response, failures + 1, note)
                         error.uncertain = uncertain
                         raise error
-                    resume = time.monotonic() + delay
-                    if resume > self._resume_at:
-                        self._resume_at = resume
-                    log.debug("%s %s throttled (429); resuming in %.2f s", method, shown_path, delay)
+                    # "Retry-After: 0" asks for the request again at once, not for a slower pace (DRF never
+                    # sends it: its waits are rounded up to whole seconds).
+                    if asked.seconds != 0 and self.pacer.throttled(time.monotonic(), sent_at):
+                        log.debug("throttled (429): pacing requests at %.1f/s", self.pacer.rate or 0)
+                    # Campfire's wait is the earliest resend; spread beyond it so that requests
+                    # throttled together come back one by one (each then takes a paced slot).
+                    delay = min(delay * random.uniform(1.0, 1.5), self.max_throttle_wait - waited)
+                    log.debug("%s %s throttled (429); sending again in %.2f s", method, shown_path, delay)
+                    await asyncio.sleep(delay)
+                    waited += delay
+                    self.stats.throttle_wait_seconds += delay
+                    # The paced slot after a throttle counts against the same budget.
+                    paced = await self._take_slot(self.max_throttle_wait - waited)
+                    if paced is None:
+                        note = self._throttle_note(asked, waited, throttled, 0.0)
+                        error = self._status_error(method, shown_path, response, failures + 1, note)
+                        error.uncertain = uncertain
+                        raise error
+                    waited += paced
+                    slotted = True
                     continue
                 elif status >= 500:
                     failure = _Failure(uncertain=True, response=response)

@@ -80,7 +80,8 @@ class ClientStats:
     ``requests`` counts every HTTP send; ``retries`` every send that repeated an earlier one (for any
     cause, 429s included); ``throttled`` the 429 replies; ``lookups`` the ``find_invoice`` calls and
     ``found_by_lookup`` the creates whose invoice was found by one; ``throttle_wait_seconds`` the time
-    requests spent waiting for the client-wide throttle, summed over requests.
+    throttled requests waited before being sent again (``Retry-After``), and ``pace_wait_seconds`` the
+    time requests waited for a paced slot, each summed over requests.
     """
 
     requests: int = 0
@@ -89,6 +90,7 @@ class ClientStats:
     lookups: int = 0
     found_by_lookup: int = 0
     throttle_wait_seconds: float = 0.0
+    pace_wait_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -386,11 +386,16 @@ def force_unlock(ctx: click.Context, /, env: str | None) -> int:
 @click.option("--throttle-rate", type=click.FloatRange(0, 1), default=0.0)
 @click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0)
 @click.option("--retry-after", type=click.FloatRange(0), default=1.0, help="Retry-After seconds on injected 429s.")
+@click.option("--rate-limit", type=click.FloatRange(0), default=None, metavar="R",
+              help="Requests a second for all Campfire requests together (a token bucket; 429 with Retry-After "
+                   "in whole seconds, as DRF); 0 or absent: no limit.")
+@click.option("--burst", type=click.IntRange(1), default=1, show_default=True, metavar="B",
+              help="Requests the rate limit lets through at once (the bucket's size; it starts full).")
 @click.option("--seed", type=int, default=None)
 @click.option("--ignore-idempotency", is_flag=True, help="Ignore Idempotency-Key, as the real API may.")
 def sandbox_cmd(host: str, port: int, data: Path | None, fixtures: Path | None, tokens: tuple[str, ...], latency_ms: float,
-                fail_rate: float, throttle_rate: float, drop_rate: float, retry_after: float, seed: int | None,
-                ignore_idempotency: bool) -> int:
+                fail_rate: float, throttle_rate: float, drop_rate: float, retry_after: float, rate_limit: float | None,
+                burst: int, seed: int | None, ignore_idempotency: bool) -> int:
     """Serve the Campfire-compatible sandbox over HTTP (Ctrl-C stops it)."""
     from invoicesync.sandbox import DEFAULT_TOKEN, FaultSettings, Sandbox
     from invoicesync.sandbox.server import serve
@@ -401,7 +406,8 @@ def sandbox_cmd(host: str, port: int, data: Path | None, fixtures: Path | None, 
         tokens=tokens or (DEFAULT_TOKEN,),
         honour_idempotency=not ignore_idempotency,
         faults=FaultSettings(latency_ms=latency_ms, fail_rate=fail_rate, throttle_rate=throttle_rate,
-                             drop_rate=drop_rate, seed=seed, retry_after=retry_after),
+                             drop_rate=drop_rate, seed=seed, retry_after=retry_after, rate_limit=rate_limit,
+                             burst=burst),
     )
 
     def ready(url: str) -> None:

@@ -24,9 +24,12 @@ from invoicesync.specs import SpecSet, load_specs, parse_cli_var
 from tests.spec_tree import build_file_tree
 
 
-@pytest.fixture(autouse=True, params=["libyaml", "python"])
+@pytest.fixture(autouse=True, params=["fast", "libyaml", "python"])
 def yaml_loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Run the test with the loader specs picks (libyaml when PyYAML has it) and with the pure Python one."""
+    """Run the test as specs read (the fast path for plain block YAML, then libyaml when PyYAML has it),
+    and with each full parser alone: libyaml's, and the pure Python one."""
+    if request.param != "fast":
+        monkeypatch.setattr(specs_yaml, "FAST_PATH", False)
     if request.param == "python":
         monkeypatch.setattr(specs_yaml, "_SpecYamlLoader", specs_yaml._PySpecYamlLoader)
     elif not yaml.__with_libyaml__:
@@ -57,7 +60,7 @@ def invoice(body: str, line: str = "rate: 10") -> dict[str, str]:
 
 
 def test_the_c_loader_is_used_when_pyyaml_has_it(yaml_loader: str) -> None:
-    if yaml_loader == "libyaml":
+    if yaml_loader in ("fast", "libyaml"):
         assert issubclass(specs_yaml._SpecYamlLoader, yaml.CSafeLoader)
     else:
         assert not issubclass(specs_yaml._SpecYamlLoader, yaml.CSafeLoader)

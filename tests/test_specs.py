@@ -641,3 +641,106 @@ def test_a_nul_byte_in_a_var_file_is_reported_at_its_line(tmp_path: Path) -> Non
     ):
         message = only_error(tmp_path, {"specs/a.yaml": ONE.format(name="a")}, var_files=[Path(name)])
         assert message == expected
+
+
+# --- the YAML fast path ----------------------------------------------------------------------------------
+
+FAST_DOCUMENTS = {
+    "specs/a.yaml": """\
+# plain block YAML, as templates write it
+defaults:
+  entity: 54
+  terms: net_30
+  currency: 'USD'
+invoices:
+  sub-1:
+    client: 33973
+    invoice_date: 2025-07-01
+    invoice_number: "SUB-1"
+    message_on_invoice: It's 50% off, as agreed (see page 2)
+    purchase_order_number: 000123
+    lines:
+    - product: 2545
+      description: 'Platform subscription, July ''25'
+      quantity: 3
+      rate: 49.99
+      tax: 2.50
+
+    -   product: 2546
+        rate: 0.1
+  sub-2:
+    client: 33974
+    invoice_date: 2025-07-02
+    ref_number: 12:30
+    tags:
+      - 7
+      - 8
+    lifecycle:
+      prevent_destroy: yes
+      on_remove: forget
+    lines:
+      -
+        product: 2545
+        rate: 1000
+        description: Café
+""",
+}
+
+
+def _loaded(tmp_path: Path, files: Mapping[str, str], fast: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from invoicesync.specs import yaml as specs_yaml
+
+    monkeypatch.setattr(specs_yaml, "FAST_PATH", fast)
+    root = tmp_path / ("fast" if fast else "full")
+    try:
+        specs = load(root, files)
+    except SpecErrors as exc:
+        return [str(e) for e in exc.errors]
+    return [(i.address, dict(i.wire), i.digest, str(i.location), i.lifecycle) for i in specs.invoices]
+
+
+def test_the_fast_path_reads_plain_block_yaml_as_the_full_parser_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from invoicesync.specs.yaml import _fast_spec_document
+
+    assert _fast_spec_document(FAST_DOCUMENTS["specs/a.yaml"]) is not None
+    fast = _loaded(tmp_path, FAST_DOCUMENTS, True, monkeypatch)
+    assert fast == _loaded(tmp_path, FAST_DOCUMENTS, False, monkeypatch)
+    assert [a for a, *_ in fast] == ["sub-1", "sub-2"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "invoices:\n  a: &x\n    entity: 54\n",  # an anchor
+        "invoices:\n  a: {entity: 54}\n",  # a flow mapping
+        "invoices:\n  a:\n    message_on_invoice: |\n      two\n      lines\n",  # a block scalar
+        "invoices:\n  a:\n    message_on_invoice: Invoice #5\n",  # an inline comment
+        "invoices:\n  a:\n    message_on_invoice: one\n      two\n",  # a plain scalar on two lines
+        "invoices:\n  a:\n    message_on_invoice: \"tab\\there\"\n",  # an escape
+        "invoices:\n\ta:\n",  # a tab
+        "---\ninvoices:\n",  # a document marker
+        "invoices:\n  a:\n    entity: 54\n    entity: 55\n",  # a duplicate key
+        "invoices:\n  a:\n    entity: 54\nother: 1\n",  # an unknown top-level key
+    ],
+)
+def test_the_fast_path_leaves_the_rest_of_yaml_to_the_full_parser(text: str) -> None:
+    from invoicesync.specs.yaml import _fast_spec_document
+
+    assert _fast_spec_document(text) is None
+
+
+def test_a_problem_in_a_document_read_fast_is_said_as_the_full_parser_locates_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = {
+        "specs/a.yaml": FAST_DOCUMENTS["specs/a.yaml"].replace("Café", "Café\n        colour: red"),
+        # Claims the same invoice number as a.yaml's sub-1: reported once, against the invoice read last.
+        "specs/b.yaml": "invoices:\n  b-1:\n    entity: 54\n    invoice_date: 2025-07-01\n    terms: net_30\n"
+        "    invoice_number: SUB-1\n    lines:\n    - rate: 1\n",
+    }
+    fast = _loaded(tmp_path, files, True, monkeypatch)
+    assert fast == _loaded(tmp_path, files, False, monkeypatch)
+    assert fast == [
+        "specs/a.yaml:37: invoice \"sub-2\": lines[0].colour: unknown field 'colour'",
+        "specs/b.yaml:6: invoice \"b-1\": invoice_number: invoice_number 'SUB-1' is also used by invoice 'sub-1' (specs/a.yaml:7)",
+    ]

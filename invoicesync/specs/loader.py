@@ -54,6 +54,8 @@ from invoicesync.specs.yaml import (
     _not_text,
     _not_text_problem,
     _plain,
+    _fast_spec_document,
+    _FastSpecDocument,
     _SpecYamlMixin,
     _yaml_error,
 )
@@ -349,6 +351,9 @@ class _Loader:
     # -- documents and invoices
 
     def _load_document(self, text: str, rel: str) -> None:
+        fast = _fast_spec_document(text)
+        if fast is not None and self._fast_document(fast, rel):
+            return
         try:
             loader, root = _compose(text)
         except yaml.reader.ReaderError as exc:
@@ -369,6 +374,30 @@ class _Loader:
             self.errors.append(_yaml_error(exc, rel))
         finally:
             loader.dispose()
+
+    def _fast_document(self, doc: _FastSpecDocument, rel: str) -> bool:
+        """Take the invoices of a document the YAML fast path read; False (and nothing kept) when any has a problem.
+
+        Problems are said by the full parser, which knows the line of every field: the caller reads the
+        document again that way. Until then nothing of this document is kept (its invoices, and the
+        addresses, numbers and source_ids it claimed, are dropped).
+        """
+        if doc.invoices is None:
+            return True  # a template that produced no invoices this time
+        counts = (len(self.errors), len(self.invoices), len(self.addresses), len(self.numbers), len(self.source_ids))
+        ctx = _FileContext(rel, doc.defaults or {}, None, doc.defaults_written)
+        for address, line, raw, written in doc.invoices:
+            self._invoice(None, address, None, SourceLocation(rel, line), ctx, prebuilt=(raw, written))
+            if len(self.errors) > counts[0]:
+                break
+        if len(self.errors) == counts[0]:
+            return True
+        del self.errors[counts[0] :], self.invoices[counts[1] :]
+        claims: tuple[dict[Any, Any], ...] = (self.addresses, self.numbers, self.source_ids)
+        for index, claimed in zip(counts[2:], claims):
+            while len(claimed) > index:
+                claimed.popitem()  # what this document added, last first
+        return False
 
     def _document(self, loader: _SpecYamlMixin, root: yaml.Node | None, rel: str) -> None:
         if not isinstance(root, yaml.MappingNode):
@@ -431,7 +460,13 @@ class _Loader:
             self._invoice(loader, key_node.value, value_node, where, ctx)
 
     def _invoice(
-        self, loader: _SpecYamlMixin, address: str, node: yaml.Node, where: SourceLocation, ctx: _FileContext
+        self,
+        loader: _SpecYamlMixin | None,
+        address: str,
+        node: yaml.Node | None,
+        where: SourceLocation,
+        ctx: _FileContext,
+        prebuilt: tuple[Any, bool] | None = None,
     ) -> None:
         errors: list[SpecError] = []
         address_ok = False
@@ -451,7 +486,7 @@ class _Loader:
                 self.addresses[address] = where
                 address_ok = True
         try:
-            self._invoice_body(loader, address, node, where, ctx, errors, address_ok)
+            self._invoice_body(loader, address, node, where, ctx, errors, address_ok, prebuilt)
         finally:
             if errors:
                 errors.sort(key=lambda e: e.where.line or 0)
@@ -459,16 +494,24 @@ class _Loader:
 
     def _invoice_body(
         self,
-        loader: _SpecYamlMixin,
+        loader: _SpecYamlMixin | None,
         address: str,
-        node: yaml.Node,
+        node: yaml.Node | None,
         where: SourceLocation,
         ctx: _FileContext,
         errors: list[SpecError],
         address_ok: bool,
+        prebuilt: tuple[Any, bool] | None,
     ) -> None:
-        written = loader.written
-        raw = loader.build(node, 2)
+        """Check and derive one invoice; ``prebuilt`` is its raw value (and whether it holds numbers as
+        written) when the fast path read it, else it is built from ``node``."""
+        if prebuilt is None:
+            assert loader is not None and node is not None
+            written = loader.written
+            raw = loader.build(node, 2)
+            has_written = loader.written != written
+        else:
+            raw, has_written = prebuilt
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
@@ -485,7 +528,7 @@ class _Loader:
             )
 
         refused: set[tuple[Any, ...]] = set()
-        if loader.written != written or ctx.defaults_written:
+        if has_written or ctx.defaults_written:
             data = _settle_as_written(data, error, refused)
         lifecycle = _lifecycle(data.pop("lifecycle", None), error)
         for key in [k for k in data if not isinstance(k, str)]:

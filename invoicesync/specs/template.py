@@ -199,48 +199,24 @@ def _printf_size(fmt: str, values: Any) -> int:
     """
     args = values if isinstance(values, tuple) else (values,)
     mapping = values if isinstance(values, Mapping) else None
-    size, index, pos, end = len(fmt), 0, 0, len(fmt)
+    size, index = len(fmt), 0
 
-    def number(at: int) -> tuple[int, int]:
+    def star() -> int:
         nonlocal index
-        if at < end and fmt[at] == "*":
-            value = args[index] if index < len(args) else 0
-            index += 1
-            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_FORMAT_WIDTH:
-                raise SecurityError(
-                    f"formatting: a width or precision of {value} is more than a spec needs (at most {MAX_FORMAT_WIDTH})"
-                )
-            return (abs(value) if isinstance(value, int) else 0), at + 1
-        stop = at
-        while stop < end and fmt[stop].isdigit():
-            stop += 1
-        return (_format_spec_width(fmt[at:stop]) if stop > at else 0), stop
+        value = args[index] if index < len(args) else 0
+        index += 1
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_FORMAT_WIDTH:
+            raise SecurityError(
+                f"formatting: a width or precision of {value} is more than a spec needs (at most {MAX_FORMAT_WIDTH})"
+            )
+        return abs(value) if isinstance(value, int) else 0
 
-    while True:
-        pos = fmt.find("%", pos)
-        if pos < 0:
-            return size
-        pos += 1
-        key = None
-        if pos < end and fmt[pos] == "(":
-            depth, start = 1, pos + 1
-            pos += 1
-            while pos < end and depth:
-                depth += {"(": 1, ")": -1}.get(fmt[pos], 0)
-                pos += 1
-            key = fmt[start : pos - 1]
-        while pos < end and fmt[pos] in "-+ #0":
-            pos += 1
-        width, pos = number(pos)
-        precision = 0
-        if pos < end and fmt[pos] == ".":
-            precision, pos = number(pos + 1)
-        while pos < end and fmt[pos] in "hlL":
-            pos += 1
-        if pos >= end:
-            return size
-        conversion = fmt[pos]
-        pos += 1
+    conversions = _printf_conversions_cached(fmt) if len(fmt) <= 200 else _printf_conversions(fmt)
+    for key, width, precision, conversion in conversions:
+        if width is None:
+            width = star()
+        if precision is None:
+            precision = star()
         if conversion == "%":
             continue
         if key is not None:
@@ -255,6 +231,63 @@ def _printf_size(fmt: str, values: Any) -> int:
             field += precision
         size += max(width, field)
         _check_size("formatting", size)
+    return size
+
+
+#: One conversion of a ``%`` format: its ``(key)``, width and precision (None: ``*``, read from the
+#: values), and its type.
+_Conversion = tuple[str | None, int | None, int | None, str]
+
+
+def _printf_conversions(fmt: str) -> tuple[_Conversion, ...]:
+    """The conversions of a ``%`` format (read once per short format: a template applies one many times).
+
+    A width or precision written out larger than :data:`MAX_FORMAT_WIDTH` raises ``SecurityError``
+    (never cached, so it is raised on every use). A conversion cut short by the end of ``fmt``
+    ends the list.
+    """
+    conversions: list[_Conversion] = []
+    pos, end = 0, len(fmt)
+
+    def number(at: int) -> tuple[int | None, int]:
+        if at < end and fmt[at] == "*":
+            return None, at + 1
+        stop = at
+        while stop < end and fmt[stop].isdigit():
+            stop += 1
+        return (_format_spec_width(fmt[at:stop]) if stop > at else 0), stop
+
+    while True:
+        pos = fmt.find("%", pos)
+        if pos < 0:
+            return tuple(conversions)
+        pos += 1
+        key = None
+        if pos < end and fmt[pos] == "(":
+            depth, start = 1, pos + 1
+            pos += 1
+            while pos < end and depth:
+                depth += {"(": 1, ")": -1}.get(fmt[pos], 0)
+                pos += 1
+            key = fmt[start : pos - 1]
+        while pos < end and fmt[pos] in "-+ #0":
+            pos += 1
+        width, pos = number(pos)
+        precision: int | None = 0
+        if pos < end and fmt[pos] == ".":
+            precision, pos = number(pos + 1)
+        while pos < end and fmt[pos] in "hlL":
+            pos += 1
+        if pos >= end:
+            # Cut short: its '*'s still take their values, as they did when read inline.
+            if width is None or precision is None:
+                conversions.append((key, width, precision, "%"))
+            return tuple(conversions)
+        conversions.append((key, width, precision, fmt[pos]))
+        pos += 1
+
+
+_printf_conversions_cached = functools.lru_cache(maxsize=512)(_printf_conversions)
 
 
 class _BoundedFormatter(SandboxedFormatter):

@@ -406,3 +406,257 @@ def _not_text_problem(char: str, what: str) -> str:
         return f"contains a NUL byte; {what} is text (is it a binary file?)"
     kind = "control character" if ord(char) < 0xA0 else "character"
     return f"contains the {kind} U+{ord(char):04X}, which {what} cannot contain"
+
+
+# --- the fast path: plain block YAML ------------------------------------------------------------------
+
+#: Whether spec documents are first tried with :func:`_fast_spec_document` (tests turn it off to run
+#: the same cases through libyaml and PyYAML's parser).
+FAST_PATH = True
+
+# What the fast path reads: text without tabs, carriage returns or any character YAML treats
+# specially (NEL and the other line breaks, a BOM, what no YAML reader accepts).
+_FAST_REFUSED_RE = re.compile("[^\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+# One line of the fast path's subset, every line of the text at once: indent; "- " (a sequence
+# entry); "key:" (a plain key); then a comment, a single-quoted, double-quoted (no escapes) or plain
+# scalar (starting with a letter, digit or one of ``_.(/$+~``, or ``-`` before a digit or a dot;
+# holding no ``#``, no ``: `` and no final ``:``), or anything else ("bad": not in the subset).
+_FAST_LINES_RE = re.compile(
+    r"""^( *+)(- ++|-(?= *$))?(?:(\w[\w.\-/]*+):(?: ++|(?= *$)))?"""
+    r"""(?:(\#.*)|('(?:[^'\n]|'')*+')|("[^"\\\n]*+")|((?:\w|[.(/$+~]|-[0-9.])(?:[^#:\n ]++|:(?=[^ \n])| ++(?=[^ \n#]))*+)|(.+?))? *$""",
+    re.MULTILINE,
+)
+_FAST_MAX_DEPTH = 24
+
+#: Constructed values of plain scalars whose value never changes (numbers, dates, booleans, null), by
+#: their tag and text: a template repeats the same few thousands of times.
+_VALUE_CACHE: dict[tuple[str, str], Any] = {}
+_CACHED_TAGS = frozenset({_INT, _FLOAT, _BOOL, _NULL, _TIMESTAMP})
+
+
+class _NotFast(Exception):
+    """The text is not in the fast path's subset of YAML: read it with the full parser instead."""
+
+
+class _FastSpecDocument:
+    """A spec document read by the fast path: ``defaults``, and each invoice as (address, line, raw value, as-written?)."""
+
+    __slots__ = ("defaults", "defaults_written", "invoices")
+
+    def __init__(self) -> None:
+        self.defaults: dict[Any, Any] | None = None
+        self.defaults_written = False
+        self.invoices: list[tuple[str, int, Any, bool]] | None = None
+
+
+def _fast_spec_document(text: str) -> _FastSpecDocument | None:
+    """A spec document written in plain block YAML, read without building YAML nodes; None for any other text.
+
+    The subset: block mappings and sequences (indentless ones too), plain keys, plain scalars without
+    ``#`` or ``: ``, quoted scalars on one line (double-quoted without escapes), whole-line comments; a
+    top-level mapping of ``defaults`` (a mapping) and ``invoices`` (a mapping of address to invoice)
+    with nothing else. Anything beyond it (flow collections, anchors, tags, block or multi-line
+    scalars, a duplicate key, an inline comment, a document marker, odd indentation) returns None,
+    and the caller reads the text with the full parser, which also says where a problem is. Values
+    are built as :meth:`_SpecYamlMixin.build` builds them: the same resolver, the same scalars.
+    """
+    if not FAST_PATH or _FAST_REFUSED_RE.search(text) is not None:
+        return None
+    try:
+        return _FastReader(text).document()
+    except (_NotFast, yaml.YAMLError, ValueError, ArithmeticError, RecursionError):
+        return None
+
+
+class _FastReader:
+    """One pass of :func:`_fast_spec_document` over a text's lines."""
+
+    def __init__(self, text: str) -> None:
+        # (line number, column of the content, dash column or -1, key or None, value kind, value text)
+        # per content line; kind: "" (nothing after the key or dash), "plain" or "quoted".
+        rows: list[tuple[int, int, int, str | None, str, str]] = []
+        append = rows.append
+        for number, (indent, dash, key, comment, single, double, plain, bad) in enumerate(_FAST_LINES_RE.findall(text), 1):
+            if bad:
+                raise _NotFast
+            if plain:
+                kind, value = "plain", plain
+            elif single:
+                kind, value = "quoted", single[1:-1].replace("''", "'")
+            elif double:
+                kind, value = "quoted", double[1:-1]
+            elif comment:
+                if dash or key:
+                    raise _NotFast  # a comment after content
+                continue
+            elif not dash and not key:
+                continue  # a blank line
+            else:
+                kind = value = ""
+            col = len(indent)
+            if dash:
+                append((number, col + len(dash), col, key or None, kind, value))
+            else:
+                append((number, col, -1, key or None, kind, value))
+        self.rows = rows
+        self.count = 0
+        self.scalars = _PySpecYamlLoader("")
+
+    def document(self) -> _FastSpecDocument | None:
+        rows = self.rows
+        if not rows or rows[0][1] != 0 or rows[0][2] != -1:
+            return None
+        doc = _FastSpecDocument()
+        seen: set[str] = set()
+        i, n = 0, len(rows)
+        while i < n:
+            number, col, dash_col, key, kind, text = rows[i]
+            if col != 0 or dash_col != -1 or key is None or key in seen or key not in ("defaults", "invoices"):
+                return None  # unknown or repeated keys, and the rest, are said by the full parser
+            seen.add(key)
+            if kind:
+                return None  # a scalar where a mapping belongs (a null one reads as "nothing" below)
+            i += 1
+            if key == "defaults":
+                written = self.scalars.written
+                value, i = self._nested(i, 0, 1)
+                if value is not None and value.__class__ is not dict:
+                    return None
+                doc.defaults, doc.defaults_written = value, self.scalars.written != written
+            elif i < n and rows[i][1] > 0 and rows[i][2] == -1:
+                doc.invoices, i = self._invoices(i, rows[i][1])
+            elif i < n and rows[i][1] > 0:
+                return None  # a list of invoices
+            else:
+                doc.invoices = None
+        if "invoices" not in seen or self.count > MAX_NODES:
+            return None
+        return doc
+
+    def _invoices(self, i: int, col: int) -> tuple[list[tuple[str, int, Any, bool]], int]:
+        rows, n = self.rows, len(self.rows)
+        scalars = self.scalars
+        invoices: list[tuple[str, int, Any, bool]] = []
+        while i < n:
+            number, row_col, dash_col, key, kind, text = rows[i]
+            if row_col < col:
+                break
+            if row_col != col or dash_col != -1 or key is None:
+                raise _NotFast
+            i += 1
+            written = scalars.written
+            if kind:
+                value = self._scalar(kind, text)
+            else:
+                value, i = self._nested(i, col, 2)
+            invoices.append((key, number, value, scalars.written != written))
+        return invoices, i
+
+    def _nested(self, i: int, col: int, depth: int) -> tuple[Any, int]:
+        """The block value of a key at ``col`` with nothing after its colon: a deeper block, an indentless sequence, or null."""
+        rows = self.rows
+        if i < len(rows):
+            row_col, dash_col = rows[i][1], rows[i][2]
+            if dash_col != -1:
+                if dash_col > col:
+                    return self._sequence(i, dash_col, depth)
+                if dash_col == col:
+                    return self._sequence(i, col, depth)
+            elif row_col > col:
+                return self._mapping(i, row_col, depth)
+        return None, i
+
+    def _mapping(self, i: int, col: int, depth: int) -> tuple[dict[Any, Any], int]:
+        """The mapping whose keys sit at ``col``; the first may follow a sequence's dash."""
+        if depth > _FAST_MAX_DEPTH:
+            raise _NotFast
+        rows, n = self.rows, len(self.rows)
+        tag_of = _TAG_CACHE.get
+        result: dict[Any, Any] = {}
+        first = True
+        while i < n:
+            number, row_col, dash_col, key, kind, text = rows[i]
+            if row_col < col or (dash_col != -1 and not first):
+                break
+            if row_col != col or key is None:
+                raise _NotFast
+            first = False
+            # The scalars' usual case (a key or value read as text, its tag cached) without a call.
+            name = key if tag_of(key) == _STR else self._key(key)
+            if name in result:
+                raise _NotFast  # a duplicate key: the full parser says where
+            i += 1
+            if kind == "plain":
+                self.count += 1
+                result[name] = text if tag_of(text) == _STR else self._plain(text)
+            elif kind:
+                self.count += 1
+                result[name] = text
+            else:
+                result[name], i = self._nested(i, col, depth + 1)
+        self.count += 1
+        return result, i
+
+    def _sequence(self, i: int, col: int, depth: int) -> tuple[list[Any], int]:
+        """The sequence whose dashes sit at ``col``."""
+        if depth > _FAST_MAX_DEPTH:
+            raise _NotFast
+        rows, n = self.rows, len(self.rows)
+        result: list[Any] = []
+        while i < n:
+            number, row_col, dash_col, key, kind, text = rows[i]
+            if dash_col != col:
+                if dash_col == -1 and row_col <= col:
+                    break  # the mapping holding an indentless sequence goes on, or an outer block
+                if dash_col < col:
+                    break
+                raise _NotFast
+            value: Any
+            if key is not None:
+                value, i = self._mapping(i, row_col, depth + 1)
+            elif kind:
+                value = self._scalar(kind, text)
+                i += 1
+            else:
+                # A dash alone: the block under it, or null.
+                i += 1
+                value = None
+                if i < n:
+                    next_col, next_dash = rows[i][1], rows[i][2]
+                    if next_dash > col:
+                        value, i = self._sequence(i, next_dash, depth + 1)
+                    elif next_dash == -1 and next_col > col:
+                        value, i = self._mapping(i, next_col, depth + 1)
+            result.append(value)
+        self.count += 1
+        return result, i
+
+    def _key(self, text: str) -> Any:
+        tag = self._tag(text)
+        return text if tag == _STR else self._construct(tag, text)
+
+    def _plain(self, text: str) -> Any:
+        tag = self._tag(text)
+        return text if tag == _STR else self._construct(tag, text)
+
+    def _scalar(self, kind: str, text: str) -> Any:
+        self.count += 1
+        return self._plain(text) if kind == "plain" else text
+
+    def _tag(self, text: str) -> str:
+        tag = _TAG_CACHE.get(text)
+        if tag is None:
+            tag = self.scalars.resolve(yaml.ScalarNode, text, (True, False))
+        return tag
+
+    def _construct(self, tag: str, text: str) -> Any:
+        key = (tag, text)
+        value = _VALUE_CACHE.get(key, _VALUE_CACHE)
+        if value is not _VALUE_CACHE:
+            return value
+        value = self.scalars._scalar(yaml.ScalarNode(tag, text))
+        if tag in _CACHED_TAGS and len(text) <= 64:
+            if len(_VALUE_CACHE) >= 100_000:
+                _VALUE_CACHE.clear()
+            _VALUE_CACHE[key] = value
+        return value

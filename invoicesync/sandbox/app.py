@@ -270,6 +270,7 @@ class Sandbox:
         if query is None:
             return 400, errors
         selected = select(self.store.records(), query, self.store.today())
+        self._stats.add("lists")
         page = selected[query.offset : query.offset + query.limit]
         next_link, previous_link = page_links(str(request.url), len(selected), query.limit, query.offset)
         return 200, {
@@ -305,6 +306,7 @@ class Sandbox:
         return 201, [self.store.render(rec) for rec in records]
 
     def _retrieve(self, request: Request, data: Any) -> tuple[int, Any]:
+        self._stats.add("reads")
         return 200, self.store.render(self.store.get(self._id(request)))
 
     def _put(self, request: Request, data: Any) -> tuple[int, Any]:

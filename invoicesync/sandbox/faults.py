@@ -255,6 +255,8 @@ class Stats:
                 for name in (
                     "requests",
                     "creates",
+                    "lists",
+                    "reads",
                     "updates",
                     "deletes",
                     "voids",

@@ -145,7 +145,7 @@ def plan_cmd(ctx: click.Context, /, refresh_: bool, parallelism: int, targets: t
     opts = _options(ctx, **kw)
     settings = opts.settings()
     specs = opts.specs(settings)
-    plan = operations.plan(settings, specs, views.hooks(), refresh=refresh_, parallelism=parallelism,
+    plan = operations.plan(settings, specs, views.hooks(no_color=opts.no_color), refresh=refresh_, parallelism=parallelism,
                            targets=targets, replace=replace, lock_timeout=_lock_timeout(lock_timeout))
     fmt = "json" if opts.json else fmt
     views.echo(render_plan(plan, fmt, color=opts.color and fmt == "text"))  # type: ignore[arg-type]
@@ -190,8 +190,8 @@ def apply_cmd(ctx: click.Context, /, planfile: Path | None, refresh_: bool, para
             views.echo(render_plan(plan, "text", color=opts.color))
 
     hooks = dataclasses.replace(
-        views.hooks(), show_plan=show_plan, confirm=lambda plan: views.confirm(auto_approve),
-        progress=lambda plan, settle: views.progress(plan, settle, json=opts.json, no_color=opts.no_color),
+        views.hooks(no_color=opts.no_color), show_plan=show_plan, confirm=lambda plan: views.confirm(auto_approve),
+        progress=lambda plan, settle, rate: views.progress(plan, settle, rate, json=opts.json, no_color=opts.no_color),
     )
     result = operations.apply(settings, specs, hooks, saved=saved, refresh=refresh_, parallelism=parallelism,
                               targets=targets, replace=replace, lock_timeout=_lock_timeout(lock_timeout))
@@ -220,14 +220,9 @@ def show(ctx: click.Context, /, address: str | None, **kw: Any) -> int:
 def refresh_cmd(ctx: click.Context, /, parallelism: int, lock_timeout: float, **kw: Any) -> int:
     """Read every managed invoice back and update the state's remote snapshots (changes nothing remote)."""
     opts = _options(ctx, **kw)
-    result = operations.refresh(opts.settings(), views.hooks(), parallelism=parallelism,
+    result = operations.refresh(opts.settings(), views.hooks(no_color=opts.no_color), parallelism=parallelism,
                                 lock_timeout=_lock_timeout(lock_timeout))
-    if opts.json:
-        views.echo(dumps_json({"refreshed": result.count, "missing": list(result.missing)}, pretty=True))
-    else:
-        views.echo(f"Refreshed {result.count} invoice{'s' if result.count != 1 else ''}.")
-        for address in result.missing:
-            views.echo(f"  {address}: no longer exists in Campfire (the next plan creates it again)")
+    views.echo(views.refreshed(result, json=opts.json))
     return 0
 
 

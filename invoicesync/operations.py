@@ -24,16 +24,17 @@ import os
 import secrets
 import signal
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoicesync.config import Settings, load_all_settings, load_settings
 from invoicesync.errors import ApiConnectionError, ApiError, ConfigError, InvoiceSyncError, NotFoundError, StateError
 from invoicesync.models import DesiredInvoice
-from invoicesync.plan import ApplyResult, Outcome, Plan, check_saved_plan, has_changes, make_plan, matching
+from invoicesync.plan import Action, ApplyResult, Outcome, Plan, check_saved_plan, has_changes, make_plan, matching
 from invoicesync.specs import SpecSet
 from invoicesync.state import State, StateStore, fold_journal, new_state
 from invoicesync.state.backend import Backend, closing, read_state_file
@@ -41,6 +42,7 @@ from invoicesync.state.lock import LockInfo
 
 if TYPE_CHECKING:
     from invoicesync.client import CampfireClient
+    from invoicesync.refresh import OutsideChange, ReadBack
     from invoicesync.state.postgres import StateVersion
 
 __all__ = [
@@ -73,6 +75,14 @@ SANDBOX_BASE_URL = "http://sandbox.invoicesync.invalid"
 # --- how an operation reaches the user ---------------------------------------------------------------
 
 
+#: The client's request rate: (requests/s answered over the last second, the pace or None while unpaced).
+Rate = Callable[[], tuple[float, float | None]]
+
+
+def _no_rate() -> tuple[float, float | None]:
+    return 0.0, None
+
+
 @dataclass(frozen=True)
 class Progress:
     """Apply's progress callbacks: each finished change, and each create that starts waiting out its settle window."""
@@ -90,8 +100,17 @@ def _no_plan(plan: Plan) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _no_progress(plan: Plan, settle: float) -> AsyncIterator[Progress]:
+async def _no_progress(plan: Plan, settle: float, rate: Rate) -> AsyncIterator[Progress]:
     yield Progress()
+
+
+def _no_count(n: int) -> None:
+    return None
+
+
+@contextlib.asynccontextmanager
+async def _no_reading(total: int, rate: Rate) -> AsyncIterator[Callable[[int], None]]:
+    yield _no_count
 
 
 @dataclass(frozen=True)
@@ -103,13 +122,16 @@ class Hooks:
     - ``show_plan``: the plan apply is about to carry out, before it asks.
     - ``confirm``: asks for approval; raises to cancel.
     - ``progress``: an async context around the execution, yielding its ``Progress`` callbacks.
+    - ``reading``: an async context around a refresh of ``total`` invoices, yielding a callback
+      called with the number of invoices read as each batch lands.
     """
 
     note: Callable[[str], None] = _no_note
     wait: Callable[[float, int], Awaitable[None]] | None = None
     show_plan: Callable[[Plan], None] = _no_plan
     confirm: Callable[[Plan], None] = _no_plan
-    progress: Callable[[Plan, float], AbstractAsyncContextManager[Progress]] = field(default=_no_progress)
+    progress: Callable[[Plan, float, Rate], AbstractAsyncContextManager[Progress]] = field(default=_no_progress)
+    reading: Callable[[int, Rate], AbstractAsyncContextManager[Callable[[int], None]]] = field(default=_no_reading)
 
 
 # --- the session: client, endpoint binding, recovery ------------------------------------------------
@@ -287,19 +309,35 @@ def _recovered(settings: Settings, store: Backend, hooks: Hooks) -> State:
 # --- plan ------------------------------------------------------------------------------------------------
 
 
-async def _refreshed(
-    s: Session, hooks: Hooks, *, parallelism: int, targets: Sequence[str]
-) -> dict[str, Any] | None:
-    """Campfire's invoices for the state's addresses (the targeted ones), or None when not read."""
+def _rate_of(client: CampfireClient | None) -> Rate:
+    if client is None:
+        return _no_rate
+    return lambda: client.rate
+
+
+async def _read_back(s: Session, hooks: Hooks, addresses: Sequence[str] | None, parallelism: int) -> ReadBack:
+    """Read the managed invoices (``addresses``, else all) back, showing progress."""
     from invoicesync.refresh import read_back
 
+    assert s.client is not None
+    total = len(s.state.invoices) if addresses is None else len(addresses)
+    async with hooks.reading(total, _rate_of(s.client)) as count:
+        return await read_back(s.state, s.client, addresses=addresses, parallelism=parallelism, on_read=count)
+
+
+async def _refreshed(
+    s: Session, hooks: Hooks, *, parallelism: int, targets: Sequence[str]
+) -> ReadBack | None:
+    """Campfire's invoices for the state's addresses (the targeted ones), or None when not read."""
+    from invoicesync.refresh import ReadBack  # noqa: F811 (at run time, not only for the types)
+
     if not s.state.invoices:
-        return {}  # nothing recorded, so nothing to read back: the plan is as fresh as it gets
+        return ReadBack({})  # nothing recorded, so nothing to read back: the plan is as fresh as it gets
     if s.client is None:
         hooks.note(f"Not refreshed: {s.settings.environment.api_key_env} is not set; planning against the state as recorded.")
         return None
-    addresses = matching(s.state.invoices, targets) if targets else None
-    return await read_back(s.state, s.client, addresses=addresses, parallelism=parallelism)
+    addresses = sorted(matching(s.state.invoices, targets)) if targets else None
+    return await _read_back(s, hooks, addresses, parallelism)
 
 
 async def _facts(s: Session, specs: SpecSet, hooks: Hooks) -> dict[str, Any]:
@@ -333,14 +371,40 @@ async def _plan_online(
     replace: Sequence[str],
 ) -> tuple[Plan, State]:
     """Refresh (unless told not to), learn the facts and plan; returns the plan and the refreshed state."""
-    from invoicesync.refresh import with_remote_snapshots
+    from invoicesync.refresh import read_details, with_remote_snapshots
 
-    remote = await _refreshed(s, hooks, parallelism=parallelism, targets=targets) if refresh else None
+    read = await _refreshed(s, hooks, parallelism=parallelism, targets=targets) if refresh else None
+    remote = read.invoices if read is not None else None
     state = with_remote_snapshots(s.state, remote) if remote else s.state
     facts = await _facts(s, specs, hooks)
-    plan_ = make_plan(specs.invoices, state, remote, targets=targets, replace=replace, refreshed=remote is not None,
-                      **facts)
+
+    def planned() -> Plan:
+        return make_plan(specs.invoices, state, remote, targets=targets, replace=replace,
+                         refreshed=remote is not None, **facts)
+
+    plan_ = planned()
+    if read is not None and s.client is not None:
+        # A change to an invoice Campfire shows paid in part or in full depends on its payments, which
+        # list items do not carry: read those invoices in full, and plan again with them.
+        wanted = {c.address: c.invoice_id for c in plan_.changes
+                  if c.invoice_id is not None and c.address in read.by_listing and _has_payments(read.invoices[c.address])
+                  and c.action is not Action.NOOP}
+        if wanted:
+            read.invoices.update(await read_details(s.client, wanted, parallelism=parallelism))
+            state = with_remote_snapshots(s.state, read.invoices)
+            plan_ = planned()
     return plan_, state
+
+
+def _has_payments(invoice: Mapping[str, Any] | None) -> bool:
+    if invoice is None:
+        return False
+    if str(invoice.get("payment_status") or invoice.get("status") or "").lower() in ("paid", "partial"):
+        return True
+    try:
+        return Decimal(str(invoice.get("amount_paid") or 0)) != 0
+    except ArithmeticError:
+        return True  # unreadable: read it in full
 
 
 def plan(
@@ -428,7 +492,7 @@ async def _apply(settings: Settings, store: Backend, specs: SpecSet, hooks: Hook
         stop = asyncio.Event()
         settle = settings.environment.settle_window
         with _interrupts(asyncio.get_running_loop(), stop):
-            async with hooks.progress(plan_, settle) as progress:
+            async with hooks.progress(plan_, settle, _rate_of(s.client)) as progress:
                 _state, result = await execute_plan(plan_, store=store, state=state, client=s.client,
                                                     parallelism=parallelism, on_outcome=progress.on_outcome,
                                                     stop=stop, settle=settle, on_wait=progress.on_wait)
@@ -457,26 +521,30 @@ def _interrupts(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Iterato
 
 @dataclass(frozen=True)
 class RefreshResult:
-    """What a refresh read: how many invoices, and the addresses whose invoice Campfire no longer has."""
+    """What a refresh read: how many invoices and how, and the invoices that changed outside invoicesync."""
 
     count: int
-    missing: tuple[str, ...]
+    missing: tuple[str, ...]  # addresses whose invoice Campfire no longer has
+    changed: tuple[OutsideChange, ...]  # what differs from what the state last saw, deleted ones included
+    listings: int = 0
+    fetched: int = 0
 
 
 def refresh(settings: Settings, hooks: Hooks, *, parallelism: int = 8, lock_timeout: float | None = None) -> RefreshResult:
     """Read every managed invoice back and record the remote snapshots; writes only when something is news."""
 
     async def run(store: Backend) -> RefreshResult:
-        from invoicesync.refresh import read_back
-        from invoicesync.refresh import with_remote_snapshots
+        from invoicesync.refresh import changes_outside, with_remote_snapshots
 
         async with session(settings, store, hooks, client_required=True) as s:
             assert s.client is not None
-            remote = await read_back(s.state, s.client, parallelism=parallelism)
+            read = await _read_back(s, hooks, None, parallelism)
+            remote = read.invoices
             refreshed = with_remote_snapshots(s.state, remote)
             if refreshed != s.state:  # nothing new: the state file is left as it is, serial included
                 store.save(refreshed)
-            return RefreshResult(len(remote), tuple(sorted(a for a, inv in remote.items() if inv is None)))
+            return RefreshResult(len(remote), tuple(sorted(a for a, inv in remote.items() if inv is None)),
+                                 tuple(changes_outside(s.state, remote)), read.listings, read.fetched)
 
     with closing(store_for(settings)) as store, store.lock("refresh", lock_timeout):
         return asyncio.run(run(store))

@@ -1,35 +1,188 @@
-"""Refresh: reading the managed invoices back from Campfire.
+"""Refresh: reading the managed invoices back from Campfire, by listing them where that is cheaper.
 
 Owns ``read_back`` (address -> the invoice as Campfire holds it, or None where Campfire no longer has
-it) and ``with_remote_snapshots`` (the state with those snapshots recorded). Never formats output.
+it), ``with_remote_snapshots`` (the state with those snapshots recorded) and ``changes_outside``
+(which invoices changed in Campfire since the state last saw them). Never formats output.
+
+Reading by listing (DESIGN.md, "Talking to the API"): the managed invoices are grouped by entity and,
+where every invoice of the group names one, by client (at most ``CLIENTS_PER_LISTING`` client ids in
+one query), and each group is read with one list query (``entity``, ``client``, and ``start_date`` /
+``end_date`` around the invoice dates last applied), ``LOOKUP_PAGE_SIZE`` invoices a page, following
+``next`` on the configured host only. A group's listing is given up after its first page when
+Campfire's ``count`` says it would read more pages than reading the group's invoices one by one
+would take rounds of requests; small groups are read one by one from the start.
+
+Then a ``GET`` by id confirms:
+
+- every id the listing did not return: deleted (404), or moved out of the filters (its entity,
+  client or date changed in Campfire), which only a GET can tell apart;
+- every invoice whose applied body has a field list items omit (``LIST_OMITS``: list items use a
+  lighter serializer than retrieve, API.md "List invoices").
+
+Payments are never read from list items (API.md: read them only from retrieve); ``read_details``
+reads the invoices a plan's changes depend on again by id when the listing shows them paid in part
+or in full.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from invoicesync.client import CampfireClient
+from invoicesync.client import LOOKUP_PAGE_SIZE, CampfireClient
 from invoicesync.models import RemoteSnapshot
-from invoicesync.state import State
+from invoicesync.plan.diff import drift_of, to_field_changes
+from invoicesync.state import InvoiceRecord, State
 
-__all__ = ["read_back", "with_remote_snapshots"]
+__all__ = [
+    "CLIENTS_PER_LISTING",
+    "LIST_OMITS",
+    "OutsideChange",
+    "ReadBack",
+    "changes_outside",
+    "read_back",
+    "read_details",
+    "with_remote_snapshots",
+]
+
+#: Fields of an invoice that list items do not carry (retrieve does).
+LIST_OMITS = frozenset({"payments", "payment_journal_entries", "attachments", "emails", "tags", "department"})
+#: The most client ids one list query names (a longer query string risks a 414 from a proxy).
+CLIENTS_PER_LISTING = 50
+#: Groups smaller than this are read one by one: a list page costs a request, and may carry other invoices.
+MIN_LISTED = 4
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class ReadBack:
+    """What a refresh read: address -> invoice (None: Campfire no longer has it), and how it read them."""
+
+    invoices: dict[str, dict[str, Any] | None]
+    listings: int = 0  # list queries made (each possibly several pages)
+    fetched: int = 0  # invoices read by id
+    by_listing: set[str] = field(default_factory=set)  # addresses read from list items (no payments)
+
+
+@dataclass(frozen=True)
+class _Group:
+    entity: int
+    clients: tuple[int, ...]  # empty: every client
+    start: str | None
+    end: str | None
+    addresses: tuple[str, ...]
+
+    def filters(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"entity": self.entity, "limit": LOOKUP_PAGE_SIZE}
+        if self.clients:
+            out["client"] = list(self.clients)
+        if self.start and self.end:
+            out["start_date"], out["end_date"] = self.start, self.end
+        return out
+
+
+def _groups(records: Mapping[str, InvoiceRecord]) -> tuple[list[_Group], list[str]]:
+    """The list queries that cover ``records``, and the addresses to read one by one."""
+    direct: list[str] = []
+    by_entity: dict[int, list[str]] = defaultdict(list)
+    for address, record in records.items():
+        entity = record.body.get("entity")
+        if LIST_OMITS & record.body.keys() or not isinstance(entity, int) or isinstance(entity, bool):
+            direct.append(address)
+        else:
+            by_entity[entity].append(address)
+    groups: list[_Group] = []
+    for entity, addresses in sorted(by_entity.items()):
+        clients = {records[a].body.get("client") for a in addresses}
+        if None in clients or not all(isinstance(c, int) for c in clients):
+            chunks: list[tuple[tuple[int, ...], list[str]]] = [((), addresses)]
+        else:
+            ordered = sorted(c for c in clients if isinstance(c, int))
+            chunks = []
+            for i in range(0, len(ordered), CLIENTS_PER_LISTING):
+                part = tuple(ordered[i:i + CLIENTS_PER_LISTING])
+                chosen = set(part)
+                chunks.append((part, [a for a in addresses if records[a].body.get("client") in chosen]))
+        for clients_of, members in chunks:
+            if len(members) < MIN_LISTED:
+                direct.extend(members)
+                continue
+            dates = sorted(str(d) for a in members if (d := records[a].body.get("invoice_date")))
+            groups.append(_Group(entity, clients_of, dates[0] if dates else None, dates[-1] if dates else None,
+                                 tuple(sorted(members))))
+    return groups, sorted(direct)
 
 
 async def read_back(
-    state: State, client: CampfireClient, *, addresses: Iterable[str] | None = None, parallelism: int = 8
+    state: State,
+    client: CampfireClient,
+    *,
+    addresses: Iterable[str] | None = None,
+    parallelism: int = 8,
+    on_read: Progress | None = None,
+) -> ReadBack:
+    """Read managed invoices back from Campfire (the ``addresses`` given, else all), listing where cheaper.
+
+    ``on_read(n)`` is called as each batch of ``n`` invoices has been read.
+    """
+    wanted = sorted(state.invoices if addresses is None else (a for a in addresses if a in state.invoices))
+    records = {a: state.invoices[a] for a in wanted}
+    result = ReadBack({})
+    groups, direct = _groups(records)
+    parallelism = max(1, parallelism)
+    semaphore = asyncio.Semaphore(parallelism)
+    report = on_read or (lambda n: None)
+
+    async def one(address: str) -> None:
+        async with semaphore:
+            invoice = await client.get_invoice(records[address].id)
+        result.invoices[address] = invoice
+        result.fetched += 1
+        report(1)
+
+    async def listing(group: _Group) -> list[str]:
+        """Read a group by listing it; returns the addresses still to read by id."""
+        # Worth it while its pages (read one after another) take no more rounds than GETs would.
+        rounds_by_id = math.ceil(len(group.addresses) / parallelism)
+        at_most = max(LOOKUP_PAGE_SIZE, rounds_by_id * LOOKUP_PAGE_SIZE)
+        async with semaphore:
+            listed = await client.list_invoices_up_to(at_most, **group.filters())
+        if listed is None:
+            return list(group.addresses)
+        result.listings += 1
+        by_id = {records[a].id: a for a in group.addresses}
+        found = 0
+        for invoice in listed:
+            address = by_id.get(invoice.get("id"))  # type: ignore[arg-type]
+            if address is not None and address not in result.invoices:
+                result.invoices[address] = invoice
+                found += 1
+        result.by_listing.update(a for a in group.addresses if a in result.invoices)
+        report(found)
+        return [a for a in group.addresses if a not in result.invoices]
+
+    rest = await asyncio.gather(*(listing(g) for g in groups))
+    missing = direct + [a for addresses_ in rest for a in addresses_]
+    await asyncio.gather(*(one(a) for a in missing))
+    return result
+
+
+async def read_details(
+    client: CampfireClient, ids: Mapping[str, int], *, parallelism: int = 8
 ) -> dict[str, dict[str, Any] | None]:
-    """Read managed invoices back from Campfire: address -> invoice, or None where Campfire says 404."""
-    wanted = sorted(state.invoices if addresses is None else addresses)
+    """The full invoices (as retrieve returns them, payments included) for ``{address: id}``."""
     semaphore = asyncio.Semaphore(max(1, parallelism))
 
-    async def one(address: str) -> tuple[str, dict[str, Any] | None]:
+    async def one(address: str, invoice_id: int) -> tuple[str, dict[str, Any] | None]:
         async with semaphore:
-            return address, await client.get_invoice(state.invoices[address].id)
+            return address, await client.get_invoice(invoice_id)
 
-    pairs = await asyncio.gather(*(one(a) for a in wanted if a in state.invoices))
-    return dict(pairs)
+    return dict(await asyncio.gather(*(one(a, i) for a, i in sorted(ids.items()))))
 
 
 def with_remote_snapshots(state: State, remote: Mapping[str, Mapping[str, Any] | None]) -> State:
@@ -50,3 +203,52 @@ def with_remote_snapshots(state: State, remote: Mapping[str, Mapping[str, Any] |
         invoices[address] = record.model_copy(update={"remote": snapshot})
     return state.model_copy(update={"invoices": invoices})
 
+
+# --- what changed outside invoicesync -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutsideChange:
+    """One managed invoice that Campfire shows differently from what the state last saw."""
+
+    address: str
+    invoice_id: int
+    what: tuple[str, ...]  # each a short phrase: "deleted", "status open -> paid", "lines[0].rate 50 -> 60"
+
+
+_SNAPSHOT_FIELDS = ("status", "payment_status", "amount_paid", "amount_due", "total_amount", "invoice_number",
+                    "currency", "voided_date")
+
+
+def changes_outside(state: State, remote: Mapping[str, Mapping[str, Any] | None]) -> list[OutsideChange]:
+    """The invoices whose refreshed form differs from the state: deleted, paid, voided, edited in Campfire."""
+    out: list[OutsideChange] = []
+    for address, live in sorted(remote.items()):
+        record = state.invoices.get(address)
+        if record is None:
+            continue
+        if live is None:
+            if record.remote is None or record.remote.status != "deleted":
+                out.append(OutsideChange(address, record.id, ("deleted in Campfire",)))
+            continue
+        what: list[str] = []
+        drift, _view = drift_of(record.body, live)
+        for change in to_field_changes(drift):
+            what.append(f"{change.path} {_short(change.before)} -> {_short(change.after)}")
+        before = record.remote
+        after = RemoteSnapshot.from_response(live)
+        if before is not None:
+            for name in _SNAPSHOT_FIELDS:
+                old, new = getattr(before, name), getattr(after, name)
+                if old != new and not (name == "invoice_number" and drift):
+                    what.append(f"{name} {_short(old)} -> {_short(new)}")
+            if not what and before.last_modified_at and after.last_modified_at != before.last_modified_at:
+                what.append(f"modified at {after.last_modified_at} (fields invoicesync does not manage)")
+        if what:
+            out.append(OutsideChange(address, record.id, tuple(what)))
+    return out
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = "none" if value is None else str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."

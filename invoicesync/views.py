@@ -15,7 +15,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "apply_command", "confirm", "countdown", "echo", "environments", "history", "hooks", "is_terminal", "progress",
-    "unlocked",
+    "rate_text", "reading", "refreshed", "unlocked",
 ]
 
 
@@ -41,9 +41,37 @@ def echo(text: str, *, err: bool = False) -> None:
         click.echo(text.rstrip("\n"), err=err)
 
 
-def hooks() -> operations.Hooks:
-    """How an operation reaches the user: notes on stderr, a countdown for an interrupted run's settle window."""
-    return operations.Hooks(note=lambda text: echo(text, err=True), wait=countdown)
+def hooks(*, no_color: bool = False) -> operations.Hooks:
+    """How an operation reaches the user: notes on stderr, a countdown for an interrupted run's settle window,
+    a progress bar while a refresh reads invoices back (on a terminal)."""
+    return operations.Hooks(note=lambda text: echo(text, err=True), wait=countdown,
+                            reading=lambda total, rate: reading(total, rate, no_color=no_color))
+
+
+def rate_text(rate: operations.Rate) -> str:
+    """The client's request rate for a progress line: ``42 req/s``, ``paced at 55/s`` once Campfire has throttled."""
+    answered, pace = rate()
+    text = f"{answered:.0f} req/s"
+    return text + (f" (paced at {pace:.0f}/s after 429s)" if pace is not None else "")
+
+
+@contextlib.asynccontextmanager
+async def reading(total: int, rate: operations.Rate, *, no_color: bool) -> AsyncIterator[Callable[[int], None]]:
+    """A progress bar of the invoices a refresh has read, on a terminal; nothing in a log (CI)."""
+    if total < 1 or not is_terminal(no_color):
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("Refreshing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[rate]}"))
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("refresh", total=total, rate="")
+
+        def advance(n: int) -> None:
+            bar.update(task, advance=n, rate=rate_text(rate))
+
+        yield advance
 
 
 def is_terminal(no_color: bool) -> bool:
@@ -86,8 +114,9 @@ def confirm(auto_approve: bool) -> None:
 
 
 @contextlib.asynccontextmanager
-async def progress(plan: Plan, settle: float, *, json: bool, no_color: bool) -> AsyncIterator[operations.Progress]:
-    """A progress bar on a terminal; one line per finished change otherwise (CI logs).
+async def progress(plan: Plan, settle: float, rate: operations.Rate, *, json: bool, no_color: bool,
+                   ) -> AsyncIterator[operations.Progress]:
+    """A progress bar with the request rate on a terminal; one line per finished change otherwise (CI logs).
 
     Creates waiting out their settle window show as a countdown beside the bar on a terminal; in a
     log, as a line when the wait starts and a line a minute while any wait is open.
@@ -114,9 +143,9 @@ async def progress(plan: Plan, settle: float, *, json: bool, no_color: bool) -> 
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         columns = (TextColumn("Applying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[settle]}"))
+                   TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[settle]}"))
         with Progress(*columns, transient=True) as bar:
-            task = bar.add_task("apply", total=total, settle="")
+            task = bar.add_task("apply", total=total, settle="", rate="")
 
             def advance(outcome: Outcome) -> None:
                 waits.pop(outcome.address, None)
@@ -128,8 +157,8 @@ async def progress(plan: Plan, settle: float, *, json: bool, no_color: bool) -> 
 
             async def tick() -> None:
                 while True:
-                    await asyncio.sleep(1.0)
-                    bar.update(task, settle=waiting())
+                    await asyncio.sleep(0.5)
+                    bar.update(task, settle=waiting(), rate=rate_text(rate))
 
             ticker = asyncio.get_running_loop().create_task(tick())
             try:
@@ -202,6 +231,36 @@ def environments(summaries: Sequence[operations.EnvironmentSummary]) -> str:
         if s.problem:
             problems.append(f"{s.name}: {s.problem}")
     return _table(rows) + "".join(f"\n\n{p}" for p in problems)
+
+
+def refreshed(result: operations.RefreshResult, *, json: bool) -> str:
+    """``refresh``: how many invoices were read and how, and each one that changed outside invoicesync."""
+    if json:
+        from invoicesync.models import dumps_json
+
+        return dumps_json({
+            "refreshed": result.count,
+            "listings": result.listings,
+            "read_by_id": result.fetched,
+            "missing": list(result.missing),
+            "changed_outside": [{"address": c.address, "id": c.invoice_id, "changes": list(c.what)}
+                                for c in result.changed],
+        }, pretty=True)
+    how = f" ({result.listings} list quer{'ies' if result.listings != 1 else 'y'}, {result.fetched} read by id)"
+    lines = [f"Refreshed {result.count} invoice{'s' if result.count != 1 else ''}{how}."]
+    if not result.changed:
+        lines.append("Nothing changed outside invoicesync.")
+    else:
+        n = len(result.changed)
+        lines.append(f"{n} invoice{'s' if n != 1 else ''} changed outside invoicesync:")
+        for change in result.changed:
+            if change.what == ("deleted in Campfire",):
+                lines.append(f"  {change.address} (id {change.invoice_id}): no longer exists in Campfire "
+                             "(the next plan creates it again)")
+                continue
+            lines.append(f"  {change.address} (id {change.invoice_id}):")
+            lines.extend(f"      {what}" for what in change.what)
+    return "\n".join(lines)
 
 
 def unlocked(result: operations.Unlocked) -> str:

@@ -325,6 +325,20 @@ class CampfireClient:
         ``download`` is refused (Campfire would e-mail an export). A ``next`` link to another scheme,
         host or port than the base URL is not followed (the key would go with it): ``ApiError``.
         """
+        listed = await self._listing(filters, None)
+        assert listed is not None
+        return listed
+
+    @_redacting
+    async def list_invoices_up_to(self, at_most: int, /, **filters: Any) -> list[dict[str, Any]] | None:
+        """``list_invoices``, or None as soon as the first page's ``count`` says more than ``at_most`` match.
+
+        For callers that can read the same invoices another way (one by one) when a listing would
+        cost more pages than it saves.
+        """
+        return await self._listing(filters, at_most)
+
+    async def _listing(self, filters: dict[str, Any], at_most: int | None) -> list[dict[str, Any]] | None:
         if "download" in filters:
             raise ValueError("list_invoices never sends 'download' (Campfire would e-mail a CSV export)")
         params: dict[str, Any] = {k: _query_value(v) for k, v in filters.items() if v is not None}
@@ -361,6 +375,8 @@ class CampfireClient:
                 return results
             if pages == 1:
                 count = page.get("count")
+                if at_most is not None and (not isinstance(count, int) or isinstance(count, bool) or count > at_most):
+                    return None
                 if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
                     size = len(page["results"]) or _int_or(params.get("limit"), LOOKUP_PAGE_SIZE)
                     expected = math.ceil(count / size)

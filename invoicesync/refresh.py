@@ -8,9 +8,11 @@ Reading by listing (DESIGN.md, "Talking to the API"): the managed invoices are g
 where every invoice of the group names one, by client (at most ``CLIENTS_PER_LISTING`` client ids in
 one query), and each group is read with one list query (``entity``, ``client``, and ``start_date`` /
 ``end_date`` around the invoice dates last applied), ``LOOKUP_PAGE_SIZE`` invoices a page, following
-``next`` on the configured host only. A group's listing is given up after its first page when
-Campfire's ``count`` says it would read more pages than reading the group's invoices one by one
-would take rounds of requests; small groups are read one by one from the start.
+``next`` on the configured host only; once the first page's ``count`` is known, the pages after it
+are read ``parallelism`` at a time by offset. A group's listing is given up after its first page
+when that ``count`` says it would take more than one page per ``PAGES_PER_INVOICE`` of the group's
+invoices (a tenant with many more invoices than the state manages); small groups are read one by
+one from the start.
 
 Then a ``GET`` by id confirms:
 
@@ -27,7 +29,6 @@ or in full.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -53,8 +54,9 @@ __all__ = [
 LIST_OMITS = frozenset({"payments", "payment_journal_entries", "attachments", "emails", "tags", "department"})
 #: The most client ids one list query names (a longer query string risks a 414 from a proxy).
 CLIENTS_PER_LISTING = 50
-#: Groups smaller than this are read one by one: a list page costs a request, and may carry other invoices.
-MIN_LISTED = 4
+#: A group is listed while its pages are at most one per this many of its invoices (each page holds up
+#: to ``LOOKUP_PAGE_SIZE`` invoices, others' included); groups smaller than this are read one by one.
+PAGES_PER_INVOICE = MIN_LISTED = 4
 
 Progress = Callable[[int], None]
 
@@ -147,11 +149,10 @@ async def read_back(
 
     async def listing(group: _Group) -> list[str]:
         """Read a group by listing it; returns the addresses still to read by id."""
-        # Worth it while its pages (read one after another) take no more rounds than GETs would.
-        rounds_by_id = math.ceil(len(group.addresses) / parallelism)
-        at_most = max(LOOKUP_PAGE_SIZE, rounds_by_id * LOOKUP_PAGE_SIZE)
+        # Worth it while it takes at most a quarter as many requests as reading the group by id.
+        at_most = max(LOOKUP_PAGE_SIZE, LOOKUP_PAGE_SIZE * len(group.addresses) // PAGES_PER_INVOICE)
         async with semaphore:
-            listed = await client.list_invoices_up_to(at_most, **group.filters())
+            listed = await client.list_invoices_up_to(at_most, concurrency=parallelism, **group.filters())
         if listed is None:
             return list(group.addresses)
         result.listings += 1

@@ -761,6 +761,68 @@ def test_relative_and_absolute_next_links_on_the_base_origin_are_followed() -> N
     assert all("download" not in u.params for u in seen)
 
 
+def test_pages_after_the_first_are_read_together_by_offset_on_the_base_url() -> None:
+    """With ``concurrency``, the pages up to the first page's count are read at once, in order, on the base URL."""
+    invoices = [{"id": n} for n in range(1, 24)]
+    seen: list[httpx.URL] = []
+    in_flight = high = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, high
+        seen.append(request.url)
+        in_flight += 1
+        high = max(high, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        offset, limit = int(request.url.params.get("offset", "0")), int(request.url.params["limit"])
+        nxt = (f"https://other.example/coa/api/v1/invoice/?entity=54&limit={limit}&offset={offset + limit}"
+               if offset + limit < len(invoices) else None)
+        if offset == 0 and nxt:
+            nxt = nxt.replace("https://other.example", BASE)  # only the first link is followed as such
+        return reply(200, {"count": len(invoices), "next": nxt, "previous": None,
+                           "results": invoices[offset:offset + limit]})
+
+    async def main() -> Any:
+        async with mock_client(handler) as client:
+            return await client.list_invoices_up_to(100, concurrency=3, entity=54, limit=5)
+
+    assert run(main()) == invoices
+    assert len(seen) == 5 and high == 3
+    assert all(u.host == "api.campfire.test" and u.params["entity"] == "54" for u in seen)
+
+
+def test_a_listing_larger_than_asked_is_given_up_after_its_first_page() -> None:
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        return reply(200, {"count": 5000, "next": BASE + "/coa/api/v1/invoice/?limit=2&offset=2", "previous": None,
+                           "results": [{"id": 1}, {"id": 2}]})
+
+    async def main() -> Any:
+        async with mock_client(handler) as client:
+            return await client.list_invoices_up_to(4999, concurrency=8, limit=2)
+
+    assert run(main()) is None and len(seen) == 1
+
+
+def test_cursor_pages_are_followed_one_after_another_even_with_concurrency() -> None:
+    pages = {"": ("?cursor=b", [{"id": 1}]), "b": ("?cursor=c", [{"id": 2}]), "c": (None, [{"id": 3}])}
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        nxt, results = pages[request.url.params.get("cursor", "")]
+        return reply(200, {"count": 3, "next": nxt and "/coa/api/v1/invoice/" + nxt, "previous": None,
+                           "results": results})
+
+    async def main() -> Any:
+        async with mock_client(handler) as client:
+            return await client.list_invoices_up_to(10, concurrency=4)
+
+    assert [i["id"] for i in run(main())] == [1, 2, 3] and len(seen) == 3
+
+
 @pytest.mark.parametrize("foreign", [
     "https://evil.example/coa/api/v1/invoice/?offset=2",
     "http://api.campfire.test/coa/api/v1/invoice/?offset=2",  # scheme downgrade

@@ -330,15 +330,23 @@ class CampfireClient:
         return listed
 
     @_redacting
-    async def list_invoices_up_to(self, at_most: int, /, **filters: Any) -> list[dict[str, Any]] | None:
+    async def list_invoices_up_to(
+        self, at_most: int, /, *, concurrency: int = 1, **filters: Any
+    ) -> list[dict[str, Any]] | None:
         """``list_invoices``, or None as soon as the first page's ``count`` says more than ``at_most`` match.
 
         For callers that can read the same invoices another way (one by one) when a listing would
-        cost more pages than it saves.
+        cost more pages than it saves. With ``concurrency`` above 1, and a first page whose ``next``
+        link pages by ``limit``/``offset`` (DRF's ``LimitOffsetPagination``, as Campfire's lists do),
+        the pages up to its ``count`` are read that many at a time, on the base URL itself; any page
+        the last of them links to is then followed as usual. (Invoices added meanwhile may shift
+        pages: callers match what they read by id and read what is missing by id.)
         """
-        return await self._listing(filters, at_most)
+        return await self._listing(filters, at_most, concurrency=concurrency)
 
-    async def _listing(self, filters: dict[str, Any], at_most: int | None) -> list[dict[str, Any]] | None:
+    async def _listing(
+        self, filters: dict[str, Any], at_most: int | None, *, concurrency: int = 1
+    ) -> list[dict[str, Any]] | None:
         if "download" in filters:
             raise ValueError("list_invoices never sends 'download' (Campfire would e-mail a CSV export)")
         params: dict[str, Any] = {k: _query_value(v) for k, v in filters.items() if v is not None}
@@ -407,6 +415,47 @@ class CampfireClient:
                 )
             seen.add(url)
             query = None
+            if pages == 1 and concurrency > 1:
+                ahead = await self._pages_ahead(url, page.get("count"), max_pages - 1, concurrency)
+                for more in ahead:
+                    pages += 1
+                    _check_listed(more["results"], pages)
+                    results.extend(more["results"])
+                if ahead:
+                    next_link = ahead[-1].get("next")
+                    if not next_link:
+                        return results
+                    if not isinstance(next_link, str):
+                        raise ApiError(
+                            f"GET {INVOICES_PATH}: the 'next' page link is {_kind(next_link)}, not a URL; stopped "
+                            f"after {len(results)} invoices", method="GET", path=INVOICES_PATH,
+                        )
+                    url = self._follow(next_link)
+                    seen.add(url)
+
+    async def _pages_ahead(self, first_next: str, count: Any, most: int, concurrency: int) -> list[Mapping[str, Any]]:
+        """The pages after the first, read ``concurrency`` at a time by offset; [] when the link does not page by offset."""
+        link = httpx.URL(first_next)
+        limit, offset = _int_or(link.params.get("limit"), 0), _int_or(link.params.get("offset"), -1)
+        if not isinstance(count, int) or isinstance(count, bool) or limit < 1 or offset < 1 or offset >= count:
+            return []
+        offsets = list(range(offset, count, limit))[:most]
+        gate = asyncio.Semaphore(concurrency)
+
+        async def read(at: int) -> Mapping[str, Any]:
+            async with gate:
+                url = str(link.copy_set_param("offset", at))
+                reply = await self._call("GET", url)
+            page = self._result(reply, "GET", INVOICES_PATH)
+            if not isinstance(page, Mapping) or not isinstance(page.get("results"), list):
+                raise ApiError(
+                    f"GET {INVOICES_PATH} returned an unexpected body (no 'results' list): "
+                    f"{_summarise(self._key.hide_in_body(page))}",
+                    method="GET", path=INVOICES_PATH, body=page,
+                )
+            return page
+
+        return list(await asyncio.gather(*(read(at) for at in offsets)))
 
     @_redacting
     async def entity_currencies(self) -> dict[int, str]:

@@ -692,9 +692,12 @@ def _is_null(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag == _NULL
 
 
+_DEFAULT_LIFECYCLE = Lifecycle()  # frozen: one serves every invoice that sets none
+
+
 def _lifecycle(raw: Any, error: Any) -> Lifecycle:
     if raw is None:
-        return Lifecycle()
+        return _DEFAULT_LIFECYCLE
     if not isinstance(raw, dict):
         error(("lifecycle",), "lifecycle must be a mapping (prevent_destroy, on_remove)")
         return Lifecycle()

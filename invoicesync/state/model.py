@@ -136,9 +136,13 @@ def _duplicates_message(shown: str, shared: Mapping[int, Sequence[str]]) -> str:
 # --- what the state manages, in money --------------------------------------------------------------
 
 
+#: The snapshot of an invoice never read back from Campfire (frozen, so one serves every record).
+_NEVER_READ = RemoteSnapshot()
+
+
 def invoice_money(record: InvoiceRecord, live: Mapping[str, Any] | None = None) -> InvoiceMoney:
     """An invoice's money from a refreshed invoice (``live``), else the state's snapshot, else its body."""
-    snap = RemoteSnapshot.from_response(live) if live is not None else (record.remote or RemoteSnapshot())
+    snap = RemoteSnapshot.from_response(live) if live is not None else (record.remote or _NEVER_READ)
     known = live is not None or record.remote is not None
     currency = snap.currency or str(record.body.get("currency") or "USD")
     invoiced = Decimal(snap.total_amount) if snap.total_amount is not None else invoice_total(record.body)

@@ -42,6 +42,7 @@ import functools
 import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from datetime import date
@@ -49,7 +50,12 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import httpx
+# httpx imports its optional command-line client (click, rich and pygments: a tenth of a second of
+# every run's start) when it is imported; we never use it. A None in sys.modules makes that import
+# fail, and httpx falls back to the stub it has for when the CLI's extras are missing.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+import httpx  # noqa: E402
 
 from invoicesync import __version__
 from invoicesync.client._pacer import Pacer

@@ -249,11 +249,11 @@ def _wire_fields(model: BaseModel) -> dict[str, Any]:
     # value in its wire form; the kinds specs write most are settled without the general walk.
     wire: dict[str, Any] = {}
     for name, value in model.__dict__.items():
+        if value is None:
+            continue  # most of a body's fields are unset
         cls = value.__class__
         if cls is str or cls is int:
             wire[name] = value
-        elif value is None:
-            continue
         elif cls is Decimal:
             wire[name] = canonical_decimal(value)
         elif cls is dt.date:

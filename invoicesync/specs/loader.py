@@ -96,6 +96,8 @@ _READ_ONLY_FIELDS = frozenset(
 )
 
 _DAY = dt.timedelta(days=1)
+#: The days ``net_N`` terms give: ``due_date`` is ``invoice_date`` plus these.
+_NET_TERMS = {t.value: int(t.value[4:]) * _DAY for t in Terms if t.value.startswith("net_")}
 
 
 
@@ -613,8 +615,8 @@ class _Loader:
             return True
         if terms == Terms.due_on_receipt.value:
             data["due_date"] = invoice_date
-        elif isinstance(terms, str) and terms in Terms.__members__ and terms.startswith("net_"):
-            data["due_date"] = invoice_date + int(terms[4:]) * _DAY
+        elif isinstance(terms, str) and terms in _NET_TERMS:
+            data["due_date"] = invoice_date + _NET_TERMS[terms]
         else:
             return True  # terms's own error lists the allowed values
         return False

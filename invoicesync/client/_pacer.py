@@ -36,6 +36,7 @@ class Pacer:
         increase: float = 0.02,
         window: float = 1.0,
         min_rate: float = 0.2,
+        recover: float = 0.5,
     ) -> None:
         if not 0 < decrease < 1:
             raise ValueError("decrease must be between 0 and 1")
@@ -43,6 +44,7 @@ class Pacer:
         self.increase = increase
         self.window = window
         self.min_rate = min_rate
+        self.recover = recover
         self.rate: float | None = None  # requests/s; None: not pacing (no 429 seen yet)
         self.generation = 0  # grows at every cut: slots booked before it are booked again
         self.cuts = 0
@@ -50,6 +52,7 @@ class Pacer:
         self._last_cut = float("-inf")
         self._rtt = 0.0  # a moving average of answers' round trips
         self._step = 0.0  # the additive increase, requests/s per second of successes
+        self._ceiling = 0.0  # the pace the last cut was from (at most twice the pace it cut to)
         self._started: float | None = None
         self._successes: deque[float] = deque()  # when answers succeeded, within the last window
         self._sends: deque[float] = deque()  # when requests were sent, within the last window
@@ -74,7 +77,9 @@ class Pacer:
         self._successes.append(now)
         self._forget(now)
         if self.rate is not None and self._step:
-            self.rate += self._step / self.rate
+            # Per second of answers: half the way back to the pace that was cut (quickly undoing a cut
+            # from an underestimate), and never less than the additive step above it.
+            self.rate += max(self._step, self.recover * (self._ceiling - self.rate)) / self.rate
 
     def throttled(self, now: float, sent_at: float) -> bool:
         """A 429 for a request sent at ``sent_at``; returns whether it cut the pace."""
@@ -93,7 +98,8 @@ class Pacer:
         self.rate = rate
         # Linear probing back up at a pace of the order of the one that was cut: a cut from an
         # underestimate (answers held back on our side, not by Campfire) is undone within seconds.
-        self._step = self.increase * max(rate, min(pace, 2 * rate))
+        self._step = self.increase * rate
+        self._ceiling = min(pace, 2 * rate)
         self._last_cut = now
         self._next = now + 1.0 / rate
         self.generation += 1

@@ -86,8 +86,10 @@ def drift_of(
     """What Campfire holds that differs from the body last applied: ``({path: (applied, remote)}, remote view)``.
 
     Only the keys of the applied body are compared, and only those Campfire returned; ``ignore``
-    names top-level keys left out of the comparison.
+    names top-level keys left out of the comparison. The remote view is empty when nothing drifted.
     """
+    if _unchanged(record_body, live, ignore):
+        return {}, {}
     view = _align(project_remote(live, record_body), record_body)
     if not isinstance(view, dict):
         return {}, {}
@@ -97,6 +99,40 @@ def drift_of(
     if applied == view:  # equal values (50 == Decimal("50.00")): no need to normalise and diff
         return {}, view
     return diff_values(normalised(applied), normalised(view)), view
+
+
+def _unchanged(record_body: Mapping[str, Any], live: Mapping[str, Any], ignore: Iterable[str]) -> bool:
+    """Whether Campfire visibly holds the applied body as it is: a quick check before the full one.
+
+    Conservative: True only where every applied value Campfire returned is equal to it and of the
+    same kind (numbers with numbers, so ``Decimal("50.00")`` matches ``50``; never a bool); anything
+    else (a number sent back as a string, a missing or added line) is left to the full comparison.
+    """
+    skipped = set(ignore)
+    for key, want in record_body.items():
+        if key in skipped or key not in live:
+            continue
+        got = live[key]
+        if key == "lines" and isinstance(want, list):
+            if not isinstance(got, list) or len(got) != len(want):
+                return False
+            for applied_line, live_line in zip(want, got):
+                if not isinstance(applied_line, Mapping) or not isinstance(live_line, Mapping):
+                    return False
+                for k, v in applied_line.items():
+                    if k in live_line and not _same(live_line[k], v):
+                        return False
+        elif not _same(got, want):
+            return False
+    return True
+
+
+def _same(got: Any, want: Any) -> bool:
+    if isinstance(want, bool) or isinstance(got, bool):
+        return got is want
+    if isinstance(want, (int, Decimal)):
+        return isinstance(got, (int, Decimal)) and got == want
+    return type(got) is type(want) and got == want
 
 
 def _align(value: Any, like: Any) -> Any:

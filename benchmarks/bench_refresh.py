@@ -20,6 +20,7 @@ For each size (default 2,000 and 20,000), against a fresh sandbox in its own pro
 Linear growth: the plan's time per 1,000 invoices at the largest size over that at the smallest
 (target <= GROWTH_LIMIT; also shown net of the `--refresh=false` floor).
 `--parallelism 16` is given to the plan so that it may use as many connections as the reference.
+The CLI runs with its bytecode compiled, as an installed invoicesync has it (`common.bytecode_env`).
 
 The sandbox is `invoicesync sandbox`'s own Sandbox and serve(), run in its own process with a thin ASGI
 layer outside it that counts invoice requests by path (`/_sandbox/stats` counts by method only).
@@ -204,7 +205,7 @@ def reference_get_all(url: str, ids: Sequence[int], threads: int) -> float:
 
 
 def cli(root: Path, *args: str) -> Timed:
-    return run_cli(root, *args, env={"CAMPFIRE_API_KEY": KEY})
+    return run_cli(root, *args, env={"CAMPFIRE_API_KEY": KEY}, bytecode=True)  # as installed: compiled bytecode
 
 
 def managed_ids(root: Path) -> dict[str, int]:

@@ -77,9 +77,10 @@ class Pacer:
         self._successes.append(now)
         self._forget(now)
         if self.rate is not None and self._step:
-            # Per second of answers: half the way back to the pace that was cut (quickly undoing a cut
-            # from an underestimate), and never less than the additive step above it.
-            self.rate += max(self._step, self.recover * (self._ceiling - self.rate)) / self.rate
+            # Per second of answers: half the way back towards the pace that was cut, up to just under it
+            # (quickly undoing a cut from an underestimate), then the additive step, probing slowly.
+            back = self.recover * (self.decrease * self._ceiling - self.rate)
+            self.rate += max(self._step, back) / self.rate
 
     def throttled(self, now: float, sent_at: float) -> bool:
         """A 429 for a request sent at ``sent_at``; returns whether it cut the pace."""

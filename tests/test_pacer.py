@@ -56,6 +56,7 @@ def test_one_cut_per_round_trip_429s_of_the_old_pace_cut_nothing() -> None:
     assert not pacer.throttled(2.01, sent_at=1.99)  # sent before the cut
     assert not pacer.throttled(2.06, sent_at=2.03)  # sent within a round trip of it
     assert pacer.rate == rate and pacer.cuts == 1
+    pacer.succeeded(2.12, sent_at=2.07)
     assert pacer.throttled(2.2, sent_at=2.1)  # sent a round trip after: the new pace is still too fast
     assert pacer.cuts == 2 and pacer.rate is not None and rate is not None and pacer.rate < rate
 
@@ -82,14 +83,37 @@ def test_successes_raise_the_pace_additively() -> None:
     assert pacer.rate == pytest.approx(start + 0.05 * start, rel=0.02)
 
 
+def test_a_storm_of_429s_cuts_once_not_to_nothing() -> None:
+    """A quota used up elsewhere answers every request 429 for a while: nothing gets through, so nothing says the pace is the cause."""
+    pacer = Pacer(decrease=0.9)
+    pacer.reserve(0.0)
+    saturated(pacer, rate=100, until=2.0)
+    t = 2.0
+    for _ in range(500):
+        pacer.throttled(t, sent_at=t - 0.02)
+        t += 0.02
+    assert pacer.cuts == 1 and pacer.rate == pytest.approx(90, rel=0.05)
+
+
 def test_the_pace_has_a_floor() -> None:
     pacer = Pacer(min_rate=0.5)
     pacer.reserve(0.0)
     t = 0.0
     for _ in range(100):
         t += 1.0
+        pacer.succeeded(t - 0.5, sent_at=t - 0.51)
         pacer.throttled(t, sent_at=t - 0.001)
     assert pacer.rate == 0.5
+
+
+def test_after_a_long_quiet_the_pacer_stops_pacing() -> None:
+    pacer = Pacer(forget=30)
+    pacer.reserve(0.0)
+    saturated(pacer, rate=60, until=2.0)
+    pacer.throttled(2.0, sent_at=1.99)
+    assert pacer.reserve(20.0)[0] > 20.0 - 1  # still paced (the slot may be now)
+    assert pacer.rate is not None
+    assert pacer.reserve(40.0) == (40.0, pacer.generation) and pacer.rate is None
 
 
 # --- against the sandbox's token bucket -------------------------------------------------------------

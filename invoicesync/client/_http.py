@@ -16,8 +16,8 @@ Retry policy, per request:
   additively), shared by every request of the client, so a rate limit slows the whole run to about
   the limit instead of failing it or collapsing it;
 * a 429 honours ``Retry-After`` (seconds or an HTTP-date) as the earliest time that request is sent
-  again, spread over up to half as long again at random so that requests throttled together do not
-  come back together. 429s do not count against ``max_attempts``; a request gives up at once when
+  again, spread over up to half as long again (at most a second more) at random so that requests
+  throttled together do not come back together. 429s do not count against ``max_attempts``; a request gives up at once when
   its throttle waits would pass ``max_throttle_wait`` seconds (saying what Campfire asked for). A
   ``Retry-After`` in the past, negative, infinite or unreadable is no instruction: the usual back-off;
 * 400/401/403/404/409/422 (any other status below 500) are never retried.
@@ -825,19 +825,22 @@ class CampfireClient:
                     throttled += 1
                     self.stats.throttled += 1
                     asked = _read_retry_after(response.headers.get("retry-after"))
-                    delay = asked.seconds if asked.seconds is not None else self._backoff(min(throttled - 1, 30))
+                    # "Retry-After: 0" (DRF never sends it: it rounds waits up to whole seconds) gets the
+                    # usual back-off, as a missing or unreadable one does: resending at once hammers a
+                    # limiter that rounds its waits down.
+                    delay = asked.seconds if asked.seconds else self._backoff(min(throttled - 1, 30))
                     if waited + delay > self.max_throttle_wait or throttled >= _MAX_THROTTLED_REPLIES:
                         note = self._throttle_note(asked, waited, throttled, delay)
                         error = self._status_error(method, shown_path, response, failures + 1, note)
                         error.uncertain = uncertain
                         raise error
-                    # "Retry-After: 0" asks for the request again at once, not for a slower pace (DRF never
-                    # sends it: its waits are rounded up to whole seconds).
+                    # "Retry-After: 0" asks for no slower pace (a fault injector's random 429s say it).
                     if asked.seconds != 0 and self.pacer.throttled(time.monotonic(), sent_at):
                         log.debug("throttled (429): pacing requests at %.1f/s", self.pacer.rate or 0)
-                    # Campfire's wait is the earliest resend; spread beyond it so that requests
-                    # throttled together come back one by one (each then takes a paced slot).
-                    delay = min(delay * random.uniform(1.0, 1.5), self.max_throttle_wait - waited)
+                    # Campfire's wait is the earliest resend; spread beyond it (by half as long again, at
+                    # most a second) so that requests throttled together come back one by one, each then
+                    # taking a paced slot.
+                    delay = min(delay + random.uniform(0.0, min(0.5 * delay, 1.0)), self.max_throttle_wait - waited)
                     log.debug("%s %s throttled (429); sending again in %.2f s", method, shown_path, delay)
                     await asyncio.sleep(delay)
                     waited += delay
@@ -845,7 +848,9 @@ class CampfireClient:
                     # The paced slot after a throttle counts against the same budget.
                     paced = await self._take_slot(self.max_throttle_wait - waited)
                     if paced is None:
-                        note = self._throttle_note(asked, waited, throttled, 0.0)
+                        note = (f" Gave up after {throttled} throttled replies and {_duration(waited)} of waiting: "
+                                f"this run's pace after Campfire's 429s ({self.pacer.rate or 0:.2g} requests/s) "
+                                f"would keep it waiting past the {self.max_throttle_wait:g} s it waits for the rate limit.")
                         error = self._status_error(method, shown_path, response, failures + 1, note)
                         error.uncertain = uncertain
                         raise error

@@ -322,7 +322,10 @@ async def _read_back(s: Session, hooks: Hooks, addresses: Sequence[str] | None, 
     assert s.client is not None
     total = len(s.state.invoices) if addresses is None else len(addresses)
     async with hooks.reading(total, _rate_of(s.client)) as count:
-        return await read_back(s.state, s.client, addresses=addresses, parallelism=parallelism, on_read=count)
+        read = await read_back(s.state, s.client, addresses=addresses, parallelism=parallelism, on_read=count)
+    for note in read.notes:
+        hooks.note(f"Note: {note}")
+    return read
 
 
 async def _refreshed(
@@ -373,14 +376,15 @@ async def _plan_online(
     """Refresh (unless told not to), learn the facts and plan; returns the plan and the refreshed state."""
     from invoicesync.refresh import read_details, with_remote_snapshots
 
-    async def no_refresh() -> None:
-        return None
-
-    # Independent of each other: read together (a round trip less before the plan).
-    read, facts = await asyncio.gather(
-        _refreshed(s, hooks, parallelism=parallelism, targets=targets) if refresh else no_refresh(),
-        _facts(s, specs, hooks),
-    )
+    # Independent of each other: read together (a round trip less before the plan); a failure of
+    # either cancels the other.
+    try:
+        async with asyncio.TaskGroup() as group:
+            reading = group.create_task(_refreshed(s, hooks, parallelism=parallelism, targets=targets)) if refresh else None
+            asking = group.create_task(_facts(s, specs, hooks))
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None  # the first failure, as the error handler knows it
+    read, facts = (reading.result() if reading is not None else None), asking.result()
     remote = read.invoices if read is not None else None
     state = with_remote_snapshots(s.state, remote) if remote else s.state
 

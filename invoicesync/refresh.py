@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from invoicesync.client import LOOKUP_PAGE_SIZE, CampfireClient
-from invoicesync.models import RemoteSnapshot
+from invoicesync.errors import ApiConnectionError, ApiError
+from invoicesync.models import SOURCE, RemoteSnapshot
 from invoicesync.plan.diff import drift_of, to_field_changes
 from invoicesync.state import InvoiceRecord, State
 
@@ -69,6 +70,7 @@ class ReadBack:
     listings: int = 0  # list queries made (each possibly several pages)
     fetched: int = 0  # invoices read by id
     by_listing: set[str] = field(default_factory=set)  # addresses read from list items (no payments)
+    notes: list[str] = field(default_factory=list)  # why a listing gave way to reading by id
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,8 @@ async def read_back(
     groups, direct = _groups(records)
     parallelism = max(1, parallelism)
     semaphore = asyncio.Semaphore(parallelism)
+    # Each listing's pages share what the parallelism allows among the listings.
+    pages_at_once = max(1, parallelism // max(1, len(groups)))
     report = on_read or (lambda n: None)
 
     async def one(address: str) -> None:
@@ -151,14 +155,27 @@ async def read_back(
         """Read a group by listing it; returns the addresses still to read by id."""
         # Worth it while it takes at most a quarter as many requests as reading the group by id.
         at_most = max(LOOKUP_PAGE_SIZE, LOOKUP_PAGE_SIZE * len(group.addresses) // PAGES_PER_INVOICE)
-        async with semaphore:
-            listed = await client.list_invoices_up_to(at_most, concurrency=parallelism, **group.filters())
+        try:
+            async with semaphore:
+                listed = await client.list_invoices_up_to(at_most, concurrency=pages_at_once, **group.filters())
+        except ApiConnectionError:
+            raise
+        except ApiError as exc:
+            if exc.status in (401, 403):
+                raise
+            # A listing that cannot be read (a 'next' link off the configured host behind a proxy, an
+            # unexpected page): the group is read by id instead, and the user told why once.
+            if not result.notes:
+                result.notes.append(f"Reading invoices by id instead of listing them: {exc}")
+            return list(group.addresses)
         if listed is None:
             return list(group.addresses)
         result.listings += 1
         by_id = {records[a].id: a for a in group.addresses}
         found = 0
         for invoice in listed:
+            if invoice.get("is_deleted"):
+                continue  # read by id, as any invoice the listing does not show
             address = by_id.get(invoice.get("id"))  # type: ignore[arg-type]
             if address is not None and address not in result.invoices:
                 result.invoices[address] = invoice
@@ -233,7 +250,9 @@ def changes_outside(state: State, remote: Mapping[str, Mapping[str, Any] | None]
                 out.append(OutsideChange(address, record.id, ("deleted in Campfire",)))
             continue
         what: list[str] = []
-        drift, _view = drift_of(record.body, live)
+        # invoicesync's own marks are bookkeeping (an invoice adopted by import lacks them), as in the plan.
+        marks = ("source", "source_id") if record.body.get("source") == SOURCE else ()
+        drift, _view = drift_of(record.body, live, ignore=marks)
         for change in to_field_changes(drift):
             what.append(f"{change.path} {_short(change.before)} -> {_short(change.after)}")
         before = record.remote

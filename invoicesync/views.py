@@ -248,8 +248,10 @@ def refreshed(result: operations.RefreshResult, *, json: bool) -> str:
         }, pretty=True)
     how = f" ({result.listings} list quer{'ies' if result.listings != 1 else 'y'}, {result.fetched} read by id)"
     lines = [f"Refreshed {result.count} invoice{'s' if result.count != 1 else ''}{how}."]
+    reported = {c.address for c in result.changed}
+    gone = [a for a in result.missing if a not in reported]  # recorded as deleted by an earlier refresh
     if not result.changed:
-        lines.append("Nothing changed outside invoicesync.")
+        lines.append("Nothing changed outside invoicesync." if not gone else "Nothing new changed outside invoicesync.")
     else:
         n = len(result.changed)
         lines.append(f"{n} invoice{'s' if n != 1 else ''} changed outside invoicesync:")
@@ -260,6 +262,9 @@ def refreshed(result: operations.RefreshResult, *, json: bool) -> str:
                 continue
             lines.append(f"  {change.address} (id {change.invoice_id}):")
             lines.extend(f"      {what}" for what in change.what)
+    if gone:
+        lines.append(f"Still missing from Campfire (the next plan creates {'them' if len(gone) != 1 else 'it'} again): "
+                     + ", ".join(gone))
     return "\n".join(lines)
 
 

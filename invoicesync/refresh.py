@@ -7,9 +7,9 @@ it), ``with_remote_snapshots`` (the state with those snapshots recorded) and ``c
 Reading by listing (DESIGN.md, "Talking to the API"): the managed invoices are grouped by entity and,
 where every invoice of the group names one, by client (at most ``CLIENTS_PER_LISTING`` client ids in
 one query), and each group is read with one list query (``entity``, ``client``, and ``start_date`` /
-``end_date`` around the invoice dates last applied), ``LOOKUP_PAGE_SIZE`` invoices a page, following
-``next`` on the configured host only; once the first page's ``count`` is known, the pages after it
-are read ``parallelism`` at a time by offset. A group's listing is given up after its first page
+``end_date`` around the invoice dates last applied): a first page of ``FIRST_PAGE`` invoices, whose
+``count`` comes soon, then the rest ``LOOKUP_PAGE_SIZE`` a page, read together by offset, any further
+``next`` followed on the configured host only. A group's listing is given up after its first page
 when that ``count`` says it would take more than one page per ``PAGES_PER_INVOICE`` of the group's
 invoices (a tenant with many more invoices than the state manages); small groups are read one by
 one from the start.
@@ -53,6 +53,8 @@ __all__ = [
 
 #: Fields of an invoice that list items do not carry (retrieve does).
 LIST_OMITS = frozenset({"payments", "payment_journal_entries", "attachments", "emails", "tags", "department"})
+#: The first page of a listing: small, so that its count (which decides how the rest is read) comes soon.
+FIRST_PAGE = 250
 #: The most client ids one list query names (a longer query string risks a 414 from a proxy).
 CLIENTS_PER_LISTING = 50
 #: A group is listed while its pages are at most one per this many of its invoices (each page holds up
@@ -82,7 +84,8 @@ class _Group:
     addresses: tuple[str, ...]
 
     def filters(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"entity": self.entity, "limit": LOOKUP_PAGE_SIZE}
+        # A small first page learns the count sooner; the pages after it are large and read together.
+        out: dict[str, Any] = {"entity": self.entity, "limit": min(FIRST_PAGE, LOOKUP_PAGE_SIZE)}
         if self.clients:
             out["client"] = list(self.clients)
         if self.start and self.end:
@@ -157,7 +160,8 @@ async def read_back(
         at_most = max(LOOKUP_PAGE_SIZE, LOOKUP_PAGE_SIZE * len(group.addresses) // PAGES_PER_INVOICE)
         try:
             async with semaphore:
-                listed = await client.list_invoices_up_to(at_most, concurrency=pages_at_once, **group.filters())
+                listed = await client.list_invoices_up_to(at_most, concurrency=pages_at_once,
+                                                          then_limit=LOOKUP_PAGE_SIZE, **group.filters())
         except ApiConnectionError:
             raise
         except ApiError as exc:

@@ -337,21 +337,22 @@ class CampfireClient:
 
     @_redacting
     async def list_invoices_up_to(
-        self, at_most: int, /, *, concurrency: int = 1, **filters: Any
+        self, at_most: int, /, *, concurrency: int = 1, then_limit: int | None = None, **filters: Any
     ) -> list[dict[str, Any]] | None:
         """``list_invoices``, or None as soon as the first page's ``count`` says more than ``at_most`` match.
 
         For callers that can read the same invoices another way (one by one) when a listing would
         cost more pages than it saves. With ``concurrency`` above 1, and a first page whose ``next``
         link pages by ``limit``/``offset`` (DRF's ``LimitOffsetPagination``, as Campfire's lists do),
-        the pages up to its ``count`` are read that many at a time, on the base URL itself; any page
+        the pages up to its ``count`` are read that many at a time, on the base URL itself, with
+        ``then_limit`` invoices a page if given (a small first page learns the count sooner); any page
         the last of them links to is then followed as usual. (Invoices added meanwhile may shift
         pages: callers match what they read by id and read what is missing by id.)
         """
-        return await self._listing(filters, at_most, concurrency=concurrency)
+        return await self._listing(filters, at_most, concurrency=concurrency, then_limit=then_limit)
 
     async def _listing(
-        self, filters: dict[str, Any], at_most: int | None, *, concurrency: int = 1
+        self, filters: dict[str, Any], at_most: int | None, *, concurrency: int = 1, then_limit: int | None = None
     ) -> list[dict[str, Any]] | None:
         if "download" in filters:
             raise ValueError("list_invoices never sends 'download' (Campfire would e-mail a CSV export)")
@@ -422,7 +423,7 @@ class CampfireClient:
             seen.add(url)
             query = None
             if pages == 1 and concurrency > 1:
-                ahead = await self._pages_ahead(url, page.get("count"), max_pages - 1, concurrency)
+                ahead = await self._pages_ahead(url, page.get("count"), max_pages - 1, concurrency, then_limit)
                 for more in ahead:
                     pages += 1
                     _check_listed(more["results"], pages)
@@ -439,12 +440,17 @@ class CampfireClient:
                     url = self._follow(next_link)
                     seen.add(url)
 
-    async def _pages_ahead(self, first_next: str, count: Any, most: int, concurrency: int) -> list[Mapping[str, Any]]:
+    async def _pages_ahead(
+        self, first_next: str, count: Any, most: int, concurrency: int, then_limit: int | None
+    ) -> list[Mapping[str, Any]]:
         """The pages after the first, read ``concurrency`` at a time by offset; [] when the link does not page by offset."""
         link = httpx.URL(first_next)
         limit, offset = _int_or(link.params.get("limit"), 0), _int_or(link.params.get("offset"), -1)
         if not isinstance(count, int) or isinstance(count, bool) or limit < 1 or offset < 1 or offset >= count:
             return []
+        if then_limit is not None and then_limit > limit:
+            limit = then_limit
+            link = link.copy_set_param("limit", limit)
         offsets = list(range(offset, count, limit))[:most]
         gate = asyncio.Semaphore(concurrency)
 

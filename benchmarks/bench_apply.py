@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import run_cli, sandbox_process, write_workspace  # noqa: E402
+from benchmarks.common import fake_process, run_cli, sandbox_process, write_workspace  # noqa: E402
 from invoicesync.models import dumps_json  # noqa: E402
 from invoicesync.state import InvoiceRecord, StateStore, new_state  # noqa: E402
 
@@ -80,8 +80,24 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50)
     parser.add_argument("--padding", type=int, default=18000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--server", choices=("sandbox", "fake"), default="sandbox",
+                        help="fake: benchmarks/fake_campfire.py, a server doing almost no work (the apply rounds only)")
     args = parser.parse_args()
     ideal = args.parallelism / (args.latency_ms / 1000)
+    if args.server == "fake":
+        with tempfile.TemporaryDirectory() as tmp, fake_process(args.latency_ms) as url:
+            seq = sequential_rate(url, 60)
+            reference = seq * args.parallelism
+            print(f"against a minimal fake: sequential httpx posts {seq:.1f} creates/s (x{args.parallelism} = "
+                  f"{reference:.0f}/s); ideal {ideal:.0f}/s")
+            for n in range(args.repeat):
+                root = Path(tmp) / f"fake-{n}"
+                write_workspace(root, args.count, base_url=url)
+                rate, elapsed, wall = apply_rate(root, args.count, args.parallelism)
+                print(f"apply {args.count} creates: whole command {wall:.2f} s = {args.count / wall:.0f} creates/s "
+                      f"({args.count / wall / ideal:.0%} of ideal, {args.count / wall / reference:.0%} of 16x sequential); "
+                      f"execution alone {rate / ideal:.0%} of ideal; fixed costs {wall - elapsed:.2f} s")
+        return
 
     with tempfile.TemporaryDirectory() as tmp, sandbox_process("--latency-ms", str(args.latency_ms), token=KEY) as url:
         seq = sequential_rate(url, 60)

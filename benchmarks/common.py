@@ -75,6 +75,24 @@ def sandbox_process(*args: str, token: str = "bench-key") -> Iterator[str]:
         proc.wait(10)
 
 
+@contextmanager
+def fake_process(latency_ms: float) -> Iterator[str]:
+    """`benchmarks/fake_campfire.py` in its own process: a server doing almost no work; yields its base URL."""
+    port = free_port()
+    script = Path(__file__).with_name("fake_campfire.py")
+    proc = subprocess.Popen([sys.executable, str(script), str(port), str(latency_ms)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if "listening" not in line.lower():
+            raise RuntimeError(f"fake did not start: {line}{proc.stdout.read()}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 @dataclass
 class Timed:
     seconds: float

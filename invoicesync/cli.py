@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -74,8 +75,17 @@ def common_options(func: F) -> F:
 
 
 def _options(ctx: click.Context, /, env: str | None, var: tuple[str, ...], var_file: tuple[Path, ...], json_: bool, no_color: bool) -> Options:
-    directory = ctx.obj.get("directory") if ctx.obj else None
-    return Options(directory=directory, env=env, var=var, var_file=var_file, json=json_, no_color=no_color)
+    obj = ctx.obj or {}
+    return Options(directory=obj.get("directory"), env=_environment(obj, env), var=(*obj.get("var", ()), *var),
+                   var_file=(*obj.get("var_file", ()), *var_file), json=json_, no_color=no_color)
+
+
+def _environment(obj: dict[str, Any], env: str | None) -> str | None:
+    """-e given after the command, else before it (as in `invoicesync -e production plan`); both must agree."""
+    before = obj.get("env")
+    if before and env and before != env:
+        raise click.UsageError(f"two environments given: -e {before} before the command and -e {env} after it")
+    return env or before
 
 
 def _lock_timeout(value: float | None) -> float | None:
@@ -87,11 +97,16 @@ def _lock_timeout(value: float | None) -> float | None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path), metavar="DIR", help="Run in workspace DIR.")
+@click.option("-e", "--env", "env", metavar="NAME", help="Environment from the workspace config (before or after the command).")
+@click.option("--var", "var", multiple=True, metavar="KEY=VALUE", help="Template variable; repeatable (before or after the command).")
+@click.option("--var-file", "var_file", multiple=True, metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML file of template variables; repeatable (before or after the command).")
 @click.version_option(__version__, prog_name="invoicesync")
 @click.pass_context
-def cli(ctx: click.Context, /, directory: Path | None) -> None:
+def cli(ctx: click.Context, /, directory: Path | None, env: str | None, var: tuple[str, ...],
+        var_file: tuple[Path, ...]) -> None:
     """Terraform for Campfire invoices: declare them in specs, plan, apply exactly once."""
-    ctx.obj = {"directory": directory}
+    ctx.obj = {"directory": directory, "env": env, "var": var, "var_file": var_file}
 
 
 @cli.command()
@@ -365,7 +380,8 @@ def environments_cmd(ctx: click.Context, /, json_: bool) -> int:
 @click.pass_context
 def force_unlock(ctx: click.Context, /, env: str | None) -> int:
     """Break a stale lock; on PostgreSQL, end the session holding it, after saying whose it is."""
-    unlocked = operations.force_unlock(load_settings(ctx.obj.get("directory"), environment=env), views.hooks())
+    unlocked = operations.force_unlock(load_settings(ctx.obj.get("directory"), environment=_environment(ctx.obj, env)),
+                                       views.hooks())
     views.echo(views.unlocked(unlocked))
     return 0
 
@@ -416,9 +432,44 @@ def sandbox_cmd(host: str, port: int, data: Path | None, fixtures: Path | None, 
 # --- entry point and the one error handler -------------------------------------------------------------
 
 
+#: Terraform's single-dash flags that invoicesync spells with two dashes, or not at all.
+_TERRAFORM_ONLY = {"input": "invoicesync never prompts for variables", "lock": "the state is always locked"}
+
+
+def _single_dash_flag(args: Sequence[str]) -> str | None:
+    """A usage error for a Terraform-style flag (`-out=plan.json`, `-auto-approve`), which click would read as `-o`."""
+    longs = {opt[2:] for command in [cli, *_commands(cli)] for param in command.params
+             for opt in (*param.opts, *param.secondary_opts) if opt.startswith("--")}
+    for arg in args:
+        if arg == "--":
+            break
+        match = re.fullmatch(r"-([a-z][a-z0-9]*(?:-[a-z0-9]+)+|[a-z]{2,}[a-z0-9-]*)(=.*)?", arg)
+        if not match:
+            continue
+        name, value = match.group(1), match.group(2) or ""
+        if name in longs:
+            return f"invoicesync spells it with two dashes: --{name}{value} (not Terraform's {arg})"
+        if name in _TERRAFORM_ONLY:
+            return f"Terraform's {arg} has no invoicesync equivalent: {_TERRAFORM_ONLY[name]}"
+    return None
+
+
+def _commands(group: click.Group) -> list[click.Command]:
+    out: list[click.Command] = []
+    for command in group.commands.values():
+        out.append(command)
+        if isinstance(command, click.Group):
+            out.extend(_commands(command))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (0, 1, or 2 for plan --detailed-exitcode with changes)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    terraform_flag = _single_dash_flag(args)
+    if terraform_flag:
+        views.echo(f"Error: {terraform_flag}.\nTry 'invoicesync --help' for help.", err=True)
+        return 1
     try:
         result = cli.main(args=args, prog_name="invoicesync", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:

@@ -854,9 +854,9 @@ class CampfireClient:
                     # The paced slot after a throttle counts against the same budget.
                     paced = await self._take_slot(self.max_throttle_wait - waited)
                     if paced is None:
-                        note = (f" Gave up after {throttled} throttled replies and {_duration(waited)} of waiting: "
-                                f"this run's pace after Campfire's 429s ({self.pacer.rate or 0:.2g} requests/s) "
-                                f"would keep it waiting past the {self.max_throttle_wait:g} s it waits for the rate limit.")
+                        note = (self._throttle_note(asked, waited, throttled, 0.0)
+                                + f" The next paced slot ({self.pacer.rate or 0:.3g} requests/s since the 429s) was "
+                                "further off than the budget left.")
                         error = self._status_error(method, shown_path, response, failures + 1, note)
                         error.uncertain = uncertain
                         raise error

@@ -22,7 +22,7 @@ from invoicesync import __version__, operations, views
 from invoicesync.config import Settings, load_settings
 from invoicesync.errors import InvoiceSyncError, NotFoundError, UsageError
 from invoicesync.models import dumps_json
-from invoicesync.plan import Plan, has_changes, load_plan, save_plan
+from invoicesync.plan import Plan, address_order, has_changes, load_plan, save_plan
 from invoicesync.render import render_apply_result, render_plan, render_show
 from invoicesync.specs import SpecSet, load_specs
 
@@ -280,7 +280,7 @@ def state_list(ctx: click.Context, /, **kw: Any) -> int:
     if opts.json:
         views.echo(dumps_json({a: r.id for a, r in sorted(state.invoices.items())}, pretty=True))
     else:
-        for address, record in sorted(state.invoices.items()):
+        for address, record in sorted(state.invoices.items(), key=lambda item: address_order(item[0])):
             views.echo(f"{address}\t{record.id}")
     return 0
 

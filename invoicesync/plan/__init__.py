@@ -63,7 +63,7 @@ from invoicesync.plan.planfile import (
     save_plan,
     specs_digest,
 )
-from invoicesync.plan.targets import matching, select_replacements, select_targets
+from invoicesync.plan.targets import address_order, matching, select_replacements, select_targets
 from invoicesync.results import ApplyResult, Outcome
 from invoicesync.state import InvoiceRecord, State
 from invoicesync.state.model import invoice_money, managed_money, sum_managed
@@ -89,6 +89,7 @@ __all__ = [
     "REASON_REPLACE",
     "REASON_REPLACE_VOIDED",
     "REASON_STATE_ONLY",
+    "address_order",
     "check_saved_plan",
     "counts",
     "has_changes",
@@ -154,7 +155,7 @@ def make_plan(
 
     changes: list[Change] = []
     protected: list[Change] = []
-    for address in sorted(selected):
+    for address in sorted(selected, key=address_order):
         spec = by_address.get(address)
         record = records.get(address)
         refreshed_here = address in live_by_address

@@ -16,6 +16,15 @@ from invoicesync.state import InvoiceRecord
 # --- address globs ---------------------------------------------------------------------------------
 
 
+_DIGITS = re.compile(r"(\d+)")
+
+
+def address_order(address: str) -> tuple[tuple[str | int, ...], str]:
+    """The sort key of an address: numbers by value (``sig-2`` before ``sig-10``), then the text itself."""
+    parts = _DIGITS.split(address)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), address
+
+
 def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile(translate(pattern))
 

@@ -13,6 +13,7 @@ from invoicesync.models import dumps_json
 from invoicesync.plan import (
     Action,
     ApplyResult,
+    address_order,
     Outcome,
     invoice_money,
     managed_money,
@@ -202,7 +203,7 @@ def render_show(
     if not state.invoices:
         console.print(Text(f"The state of environment {state.environment!r} holds no invoices."))
         return out.getvalue()
-    rows = [(a, r, invoice_money(r)) for a, r in sorted(state.invoices.items())]
+    rows = [(a, r, invoice_money(r)) for a, r in sorted(state.invoices.items(), key=lambda item: address_order(item[0]))]
     header = ("Address", "Id", "Status", "Currency", "Invoiced", "Paid", "Due")
     cells = [
         (a, str(r.id), m.status, m.currency, render_money(m.invoiced), render_money(m.paid), render_money(m.due))
@@ -258,7 +259,7 @@ def _print_table(
 
 
 def _show_doc(state: State) -> dict[str, Any]:
-    rows = [(a, r, invoice_money(r)) for a, r in sorted(state.invoices.items())]
+    rows = [(a, r, invoice_money(r)) for a, r in sorted(state.invoices.items(), key=lambda item: address_order(item[0]))]
     return {
         "format_version": 1,
         "kind": "invoicesync-show",

@@ -95,3 +95,21 @@ def test_values_after_a_double_dash_and_short_flags_are_left_alone(ws: Workspace
     assert ws.run("-C", str(ws.root), "validate", "--var", "period=2025-07").exit_code == 0
     result = ws.run("validate", "--var", "period=2025-07", "--", "-out")
     assert "two dashes" not in result.output
+
+
+def test_addresses_sort_by_their_numbers(ws: Workspace) -> None:
+    """sig-2 before sig-10, in the plan, in `show` and in `state list` (issue 13: natural sort)."""
+    lines = ["invoices:"]
+    for n in (10, 2, 1, 20):
+        lines += [f"  sig-{n}:", "    entity: 54", "    client: 33973", "    invoice_date: 2025-07-01",
+                  "    due_date: 2025-07-31", "    lines:", "      - {product: 2545, quantity: 1, rate: 5}"]
+    ws.remove("specs/acme.yaml.j2")
+    ws.write("specs/sig.yaml", "\n".join(lines) + "\n")
+    plan = ws.run("plan", "--refresh=false")
+    order = [a for a in re.findall(r"sig-\d+", plan.stdout)]
+    assert order == ["sig-1", "sig-2", "sig-10", "sig-20"], plan.stdout
+    assert ws.run("apply", "--auto-approve").exit_code == 0
+    listed = ws.run("state", "list").stdout.split()
+    assert [w for w in listed if w.startswith("sig-")] == ["sig-1", "sig-2", "sig-10", "sig-20"]
+    shown = re.findall(r"sig-\d+", ws.run("show").stdout)
+    assert shown == ["sig-1", "sig-2", "sig-10", "sig-20"]

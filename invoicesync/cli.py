@@ -20,7 +20,7 @@ import click
 
 from invoicesync import __version__, operations, views
 from invoicesync.config import Settings, load_settings
-from invoicesync.errors import InvoiceSyncError, NotFoundError, UsageError
+from invoicesync.errors import InvoiceSyncError, NotFoundError, SpecError, SpecErrors, UsageError
 from invoicesync.models import dumps_json
 from invoicesync.plan import Plan, address_order, has_changes, load_plan, save_plan
 from invoicesync.render import render_apply_result, render_plan, render_show
@@ -115,14 +115,28 @@ def cli(ctx: click.Context, /, directory: Path | None, env: str | None, var: tup
 def validate(ctx: click.Context, /, **kw: Any) -> int:
     """Render and validate every spec (no network, no state)."""
     opts = _options(ctx, **kw)
-    settings = opts.settings()
-    specs = opts.specs(settings)
+    try:
+        settings = opts.settings()
+        specs = opts.specs(settings)
+    except InvoiceSyncError as exc:
+        if opts.json:  # the diagnostics on stdout for CI, the usual message on stderr
+            views.echo(dumps_json({"valid": False, "errors": _diagnostics(exc)}, pretty=True))
+        raise
     if opts.json:
         views.echo(dumps_json({"valid": True, "invoices": len(specs.invoices), "files": list(specs.files)}, pretty=True))
     else:
         n, f = len(specs.invoices), len(specs.files)
         views.echo(f"Valid: {n} invoice{'s' if n != 1 else ''} in {f} spec file{'s' if f != 1 else ''}.")
     return 0
+
+
+def _diagnostics(exc: InvoiceSyncError) -> list[dict[str, Any]]:
+    """Each problem as a JSON object: file, line, address, field, message (None where not known)."""
+    errors = exc.errors if isinstance(exc, SpecErrors) else [exc] if isinstance(exc, SpecError) else []
+    if not errors:
+        return [{"file": None, "line": None, "address": None, "field": None, "message": str(exc)}]
+    return [{"file": e.where.file, "line": e.where.line, "address": e.address, "field": e.field, "message": e.problem}
+            for e in errors]
 
 
 PARALLELISM_OPTION = click.option(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -113,3 +114,19 @@ def test_addresses_sort_by_their_numbers(ws: Workspace) -> None:
     assert [w for w in listed if w.startswith("sig-")] == ["sig-1", "sig-2", "sig-10", "sig-20"]
     shown = re.findall(r"sig-\d+", ws.run("show").stdout)
     assert shown == ["sig-1", "sig-2", "sig-10", "sig-20"]
+
+
+def test_validate_json_prints_each_problem_located_on_stdout(ws: Workspace) -> None:
+    ws.write("specs/bad.yaml", "invoices:\n  bad-1:\n    entity: 54\n    invoice_date: 2025-07-01\n"
+                               "    due_date: 2025-07-31\n    lines:\n      - {product: 2545, rate: fifty}\n")
+    result = ws.run("validate", "--json", "--var", "period=2025-07")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["valid"] is False
+    (problem,) = [e for e in report["errors"] if e["address"] == "bad-1"]
+    assert problem["file"] == "specs/bad.yaml" and problem["line"] == 7 and problem["field"] == "lines[0].rate"
+    assert "fifty" in problem["message"] or "number" in problem["message"]
+    assert "specs/bad.yaml:7" in result.stderr  # people still read stderr
+    ws.write("invoicesync.toml", "default_environment = 'nope'\n")
+    config = ws.run("validate", "--json")
+    assert config.exit_code == 1 and json.loads(config.stdout)["errors"][0]["message"]

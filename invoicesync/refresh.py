@@ -147,13 +147,6 @@ async def read_back(
     pages_at_once = max(1, parallelism // max(1, len(groups)))
     report = on_read or (lambda n: None)
 
-    async def one(address: str) -> None:
-        async with semaphore:
-            invoice = await client.get_invoice(records[address].id)
-        result.invoices[address] = invoice
-        result.fetched += 1
-        report(1)
-
     async def listing(group: _Group) -> list[str]:
         """Read a group by listing it; returns the addresses still to read by id."""
         # Worth it while it takes at most a quarter as many requests as reading the group by id.
@@ -190,19 +183,24 @@ async def read_back(
 
     rest = await asyncio.gather(*(listing(g) for g in groups))
     missing = direct + [a for addresses_ in rest for a in addresses_]
-    await asyncio.gather(*(one(a) for a in missing))
+    result.invoices.update(await read_details(client, {a: records[a].id for a in missing}, parallelism=parallelism,
+                                              on_read=report))
+    result.fetched = len(missing)
     return result
 
 
 async def read_details(
-    client: CampfireClient, ids: Mapping[str, int], *, parallelism: int = 8
+    client: CampfireClient, ids: Mapping[str, int], *, parallelism: int = 8, on_read: Progress | None = None
 ) -> dict[str, dict[str, Any] | None]:
-    """The full invoices (as retrieve returns them, payments included) for ``{address: id}``."""
+    """The full invoices by id (as retrieve returns them, payments included) for ``{address: id}``; None for a 404."""
     semaphore = asyncio.Semaphore(max(1, parallelism))
 
     async def one(address: str, invoice_id: int) -> tuple[str, dict[str, Any] | None]:
         async with semaphore:
-            return address, await client.get_invoice(invoice_id)
+            invoice = await client.get_invoice(invoice_id)
+        if on_read is not None:
+            on_read(1)
+        return address, invoice
 
     return dict(await asyncio.gather(*(one(a, i) for a, i in sorted(ids.items()))))
 

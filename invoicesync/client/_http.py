@@ -374,15 +374,7 @@ class CampfireClient:
                 _check_listed(page, pages)
                 results.extend(page)
                 return results
-            if not isinstance(page, Mapping) or not isinstance(page.get("results"), list):
-                raise ApiError(
-                    f"GET {INVOICES_PATH} returned an unexpected body (no 'results' list): "
-                    f"{_summarise(self._key.hide_in_body(page))}",
-                    status=reply.response.status_code if reply.response else None,
-                    method="GET",
-                    path=INVOICES_PATH,
-                    body=page,
-                )
+            page = self._list_page(page, reply)
             _check_listed(page["results"], pages)
             results.extend(page["results"])
             next_link = page.get("next")
@@ -440,6 +432,19 @@ class CampfireClient:
                     url = self._follow(next_link)
                     seen.add(url)
 
+    def _list_page(self, page: Any, reply: _Reply) -> Mapping[str, Any]:
+        """A list page (``{count, next, previous, results}``), or ``ApiError`` for a body without a ``results`` list."""
+        if not isinstance(page, Mapping) or not isinstance(page.get("results"), list):
+            raise ApiError(
+                f"GET {INVOICES_PATH} returned an unexpected body (no 'results' list): "
+                f"{_summarise(self._key.hide_in_body(page))}",
+                status=reply.response.status_code if reply.response else None,
+                method="GET",
+                path=INVOICES_PATH,
+                body=page,
+            )
+        return page
+
     async def _pages_ahead(
         self, first_next: str, count: Any, most: int, concurrency: int, then_limit: int | None
     ) -> list[Mapping[str, Any]]:
@@ -458,14 +463,7 @@ class CampfireClient:
             async with gate:
                 url = str(link.copy_set_param("offset", at))
                 reply = await self._call("GET", url)
-            page = self._result(reply, "GET", INVOICES_PATH)
-            if not isinstance(page, Mapping) or not isinstance(page.get("results"), list):
-                raise ApiError(
-                    f"GET {INVOICES_PATH} returned an unexpected body (no 'results' list): "
-                    f"{_summarise(self._key.hide_in_body(page))}",
-                    method="GET", path=INVOICES_PATH, body=page,
-                )
-            return page
+            return self._list_page(self._result(reply, "GET", INVOICES_PATH), reply)
 
         return list(await asyncio.gather(*(read(at) for at in offsets)))
 

@@ -22,8 +22,8 @@ Linear growth: the plan's time per 1,000 invoices at the largest size over that 
 `--parallelism 16` is given to the plan so that it may use as many connections as the reference.
 The CLI runs with its bytecode compiled, as an installed invoicesync has it (`common.bytecode_env`).
 
-The sandbox is `invoicesync sandbox`'s own Sandbox and serve(), run in its own process with a thin ASGI
-layer outside it that counts invoice requests by path (`/_sandbox/stats` counts by method only).
+The sandbox is `invoicesync sandbox` in its own process; `/_sandbox/stats` counts the list pages it
+served (`lists`) and the invoices it read by id (`reads`).
 
 Run: `.venv/bin/python benchmarks/bench_refresh.py [--count 2000 20000] [--latency-ms 50] [--json]`.
 """
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,65 +47,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Timed, free_port, run_cli, write_workspace  # noqa: E402
+from benchmarks.common import Timed, run_cli, sandbox_process, write_workspace  # noqa: E402
 
 KEY = "bench-key"
 API = "/coa/api/v1/invoice/"
 TARGET_RATIO = 0.25
 GROWTH_LIMIT = 1.2  # "grows linearly": the largest size's time per 1,000 invoices at most this times the smallest's
-
-# `invoicesync sandbox` (the same Sandbox and serve()), plus a path counter in front of it, served at
-# GET /_bench/requests: {"GET by id": n, "GET list": n, ...} for invoice paths only.
-_SANDBOX = """\
-import sys
-from collections import Counter
-from invoicesync.models import dumps_json
-from invoicesync.sandbox import Sandbox
-from invoicesync.sandbox.server import serve
-
-port, token = int(sys.argv[1]), sys.argv[2]
-sandbox = Sandbox(tokens=(token,))
-inner = sandbox.app
-counts = Counter()
-API = "/coa/api/v1/invoice/"
-
-async def app(scope, receive, send):
-    if scope["type"] == "http":
-        path = scope["path"]
-        if path == "/_bench/requests":
-            body = dumps_json(dict(counts)).encode()
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
-        if path.startswith(API):
-            rest = path[len(API):]
-            kind = "list" if rest == "" else "by id" if rest.rstrip("/").isdigit() else "other"
-            counts[scope["method"] + " " + kind] += 1
-    await inner(scope, receive, send)
-
-sandbox.app = app
-serve(sandbox, port=port, on_ready=lambda url: print("Sandbox listening on " + url, flush=True))
-"""
-
-
-@contextmanager
-def counting_sandbox() -> Iterator[str]:
-    """The sandbox in its own process (fair on 2 cores), with invoice requests counted by path; yields its URL."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _SANDBOX, str(port), KEY], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if "listening" not in line.lower():
-            raise RuntimeError(f"sandbox did not start: {line}{proc.stdout.read()}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
 
 @dataclass
 class Requests:
@@ -134,12 +80,11 @@ class Sandbox:
         r = self.http.post("/_sandbox/faults", json={"latency_ms": ms})
         r.raise_for_status()
 
-    def counters(self) -> tuple[dict[str, Any], dict[str, int]]:
+    def counters(self) -> dict[str, Any]:
         stats = self.http.get("/_sandbox/stats")
         stats.raise_for_status()
-        paths = self.http.get("/_bench/requests")
-        paths.raise_for_status()
-        return stats.json(), paths.json()
+        result: dict[str, Any] = stats.json()
+        return result
 
     def listed_ids(self) -> list[int]:
         """Every invoice id, by listing in pages of 1,000 (call at zero latency)."""
@@ -162,15 +107,15 @@ class Sandbox:
     def measure(self) -> Iterator[Requests]:
         """Counts the requests made inside the block (the block's own process must be the only client)."""
         out = Requests()
-        stats0, paths0 = self.counters()
+        stats0 = self.counters()
         yield out
-        stats1, paths1 = self.counters()
+        stats1 = self.counters()
         out.total = int(stats1["requests"]) - int(stats0["requests"])
         methods = set(stats0["by_method"]) | set(stats1["by_method"])
         out.by_method = {m: int(stats1["by_method"].get(m, 0)) - int(stats0["by_method"].get(m, 0)) for m in sorted(methods)}
         out.by_method = {m: n for m, n in out.by_method.items() if n}
-        out.by_path = {k: paths1.get(k, 0) - paths0.get(k, 0) for k in set(paths0) | set(paths1)}
-        out.by_path = {k: n for k, n in out.by_path.items() if n}
+        by_path = {"GET list": stats1["lists"] - stats0["lists"], "GET by id": stats1["reads"] - stats0["reads"]}
+        out.by_path = {k: n for k, n in by_path.items() if n}
 
 
 def reference_get_all(url: str, ids: Sequence[int], threads: int) -> float:
@@ -250,7 +195,7 @@ def say(text: str, quiet: bool) -> None:
 
 
 def run_size(count: int, args: argparse.Namespace, *, check_deleted: bool, quiet: bool) -> SizeResult:
-    with tempfile.TemporaryDirectory() as tmp, counting_sandbox() as url:
+    with tempfile.TemporaryDirectory() as tmp, sandbox_process(token=KEY) as url:
         sandbox = Sandbox(url)
         try:
             root = Path(tmp) / "ws"

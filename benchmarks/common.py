@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import socket
@@ -11,7 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,40 +58,31 @@ def free_port() -> int:
 
 
 @contextmanager
-def sandbox_process(*args: str, token: str = "bench-key") -> Iterator[str]:
-    """`invoicesync sandbox` in its own process (fair on 2 cores); yields its base URL."""
+def _serving(argv: Callable[[int], list[str]], what: str) -> Iterator[str]:
+    """The server ``argv(port)`` starts, in its own process (fair on 2 cores) on a free loopback port; yields its URL."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "invoicesync", "sandbox", "--port", str(port), "--token", token, *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    proc = subprocess.Popen(argv(port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if "listening" not in line.lower():
-            raise RuntimeError(f"sandbox did not start: {line}{proc.stdout.read()}")
+            raise RuntimeError(f"{what} did not start: {line}{proc.stdout.read()}")
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-@contextmanager
-def fake_process(latency_ms: float) -> Iterator[str]:
+def sandbox_process(*args: str, token: str = "bench-key") -> contextlib.AbstractContextManager[str]:
+    """`invoicesync sandbox` in its own process; yields its base URL."""
+    return _serving(lambda port: [sys.executable, "-m", "invoicesync", "sandbox", "--port", str(port), "--token", token,
+                                  *args], "sandbox")
+
+
+def fake_process(latency_ms: float) -> contextlib.AbstractContextManager[str]:
     """`benchmarks/fake_campfire.py` in its own process: a server doing almost no work; yields its base URL."""
-    port = free_port()
     script = Path(__file__).with_name("fake_campfire.py")
-    proc = subprocess.Popen([sys.executable, str(script), str(port), str(latency_ms)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if "listening" not in line.lower():
-            raise RuntimeError(f"fake did not start: {line}{proc.stdout.read()}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    return _serving(lambda port: [sys.executable, str(script), str(port), str(latency_ms)], "fake")
 
 
 @dataclass
